@@ -1,0 +1,161 @@
+"""Samplers against exact denoisers: distributions, point masses, convergence orders."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from videojax.diffusion import parameterization as P
+from videojax.diffusion import samplers as SM
+from videojax.diffusion import schedules as S
+from videojax.diffusion.guidance import static_threshold
+
+MU = jnp.array([0.3, -0.5, 0.0, 0.8])
+STD = jnp.array([0.5, 0.25, 1.0, 0.1])
+# EDM's noise range, sigma / alpha in [0.002, 80], as a clipped cosine schedule.
+EDM_RANGE = S.get_schedule("cosine", logsnr_min=-2 * math.log(80.0),
+                           logsnr_max=-2 * math.log(0.002))
+
+
+def gaussian_denoiser(kind="v", mu=MU, std=STD):
+  """The exact denoiser of N(mu, diag(std^2)): the posterior mean E[x | z], as `kind`."""
+
+  def denoise(z, logsnr):
+    a, s = S.alpha_sigma(P.expand_to(logsnr, z))
+    x0 = mu + a * std**2 / (a**2 * std**2 + s**2) * (z - a * mu)
+    return P.convert(x0, "x0", kind, z, logsnr)
+
+  return denoise
+
+
+def point_mass_denoiser(point, kind):
+  def denoise(z, logsnr):
+    return P.convert(jnp.broadcast_to(point, z.shape), "x0", kind, z, logsnr)
+  return denoise
+
+
+@pytest.mark.parametrize("sampler,steps,spacing", [
+    ("ddim", 1000, "uniform"), ("dpm_solver_pp", 50, "logsnr"), ("heun", 50, "karras"),
+    ("ddpm", 1000, "uniform")])
+def test_samples_match_gaussian_data_distribution(sampler, steps, spacing):
+  # Steps enough that the discretisation bias (first order for DDIM and DDPM) is
+  # small against the sampling error of n samples; the tolerance is 4 standard errors.
+  n = 8192
+  noise = jax.random.normal(jax.random.PRNGKey(1), (n, 4))
+  x = SM.sample(gaussian_denoiser("v"), noise, schedule=EDM_RANGE, sampler=sampler,
+                num_steps=steps, spacing=spacing, rng=jax.random.PRNGKey(2))
+  mean, var = np.mean(x, axis=0), np.var(x, axis=0)
+  se_mean = np.asarray(STD) / np.sqrt(n)
+  se_var = np.asarray(STD)**2 * np.sqrt(2.0 / n)
+  assert np.all(np.abs(mean - MU) < 4 * se_mean), (mean, MU)
+  assert np.all(np.abs(var - STD**2) < 4 * se_var), (var, STD**2)
+
+
+@pytest.mark.parametrize("sampler", SM.SAMPLERS)
+@pytest.mark.parametrize("kind", P.PARAMETERIZATIONS)
+def test_point_mass_is_returned_exactly(sampler, kind):
+  point = jnp.array([0.7, -0.2, 0.0])
+  noise = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+  x = SM.sample(point_mass_denoiser(point, kind), noise, schedule=S.get_schedule("cosine"),
+                sampler=sampler, num_steps=4, parameterization=kind, rng=jax.random.PRNGKey(1))
+  np.testing.assert_allclose(x, jnp.broadcast_to(point, x.shape), atol=1e-5)
+
+
+def observed_order(sampler, steps=(32, 64, 128)):
+  """Slope of log error against log steps, against the exact probability-flow ODE."""
+  mu, std = 0.3, 0.5
+  sched = S.get_schedule("cosine", logsnr_min=-6.0, logsnr_max=20.0)
+  noise = jax.random.normal(jax.random.PRNGKey(0), (256, 1))
+  # Exact ODE map from log-SNR l0 to clean data, in x = z / alpha, sigma_e = sigma / alpha:
+  # x(sigma_e) - mu scales as sqrt(std^2 + sigma_e^2).
+  a0, s0 = S.alpha_sigma(S.step_grid(sched, 1, "logsnr")[0])
+  exact = mu + (noise / a0 - mu) * std / jnp.sqrt(std**2 + (s0 / a0)**2)
+  errors = []
+  for n in steps:
+    x = SM.sample(gaussian_denoiser("x0", mu, std), noise, schedule=sched, sampler=sampler,
+                  num_steps=n, spacing="logsnr", parameterization="x0")
+    errors.append(float(jnp.sqrt(jnp.mean((x - exact)**2))))
+  return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize("sampler,lo,hi", [("ddim", 0.85, 1.15),
+                                           ("dpm_solver_pp", 1.8, 2.2),
+                                           ("heun", 1.8, 2.3)])
+def test_convergence_order(sampler, lo, hi):
+  order = observed_order(sampler)
+  assert lo < order < hi, f"{sampler}: observed order {order:.2f}"
+
+
+def test_ddim_trajectory_closed_form_for_point_mass():
+  # With the exact point-mass denoiser, deterministic DDIM keeps eps fixed:
+  # z_i = alpha_i x* + sigma_i eps_0 at every grid point.
+  point = jnp.array([0.5, -0.5])
+  noise = jax.random.normal(jax.random.PRNGKey(3), (3, 2))
+  sched = S.get_schedule("cosine", logsnr_min=-8.0)
+  x, traj = SM.sample(point_mass_denoiser(point, "eps"), noise, schedule=sched,
+                      num_steps=6, parameterization="eps", return_trajectory=True)
+  grid = S.step_grid(sched, 6)
+  assert traj.shape == (7, 3, 2)
+  np.testing.assert_array_equal(traj[0], noise)
+  np.testing.assert_array_equal(traj[-1], x)
+  a, s = S.alpha_sigma(grid[:-1])
+  eps0 = (noise - a[0] * point) / s[0]
+  want = a[:, None, None] * point + s[:, None, None] * eps0
+  np.testing.assert_allclose(traj[:-1], want, atol=1e-5)
+
+
+def test_jit_and_vmap_agree_with_eager():
+  sched = S.get_schedule("cosine")
+  run = functools.partial(SM.sample, gaussian_denoiser("v"), schedule=sched, sampler="ddpm",
+                          num_steps=8)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  noise = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 4))
+  batched = jax.jit(jax.vmap(lambda n, k: run(n, rng=k)))(noise, keys)
+  for i in range(3):
+    np.testing.assert_allclose(batched[i], run(noise[i], rng=keys[i]), atol=1e-5)
+  # Stochastic: different keys give different samples from the same noise.
+  assert not np.allclose(run(noise[0], rng=keys[0]), run(noise[0], rng=keys[1]))
+
+
+@pytest.mark.parametrize("sampler", SM.SAMPLERS)
+def test_x0_transform_acts_inside_every_sampler(sampler):
+  def overshoot(z, logsnr):  # an x0 prediction far outside the data range
+    return 3.0 * jnp.sign(z) + z
+  noise = jax.random.normal(jax.random.PRNGKey(0), (16, 8))
+  kw = dict(schedule=S.get_schedule("cosine"), sampler=sampler, num_steps=5,
+            parameterization="x0", rng=jax.random.PRNGKey(1))
+  assert np.abs(SM.sample(overshoot, noise, **kw)).max() > 1.0
+  clipped = SM.sample(overshoot, noise, x0_transform=static_threshold, **kw)
+  assert np.abs(clipped).max() <= 1.0
+
+
+def test_conditioning_is_passed_to_the_network():
+  def denoise(z, logsnr, *, target):
+    return target
+  noise = jnp.zeros((2, 3))
+  target = jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.5]])
+  x = SM.sample(denoise, noise, schedule=S.get_schedule(), parameterization="x0",
+                num_steps=3, cond={"target": target})
+  np.testing.assert_allclose(x, target, atol=1e-6)
+
+
+def test_bad_sampler_inputs():
+  den = gaussian_denoiser("v")
+  noise = jnp.zeros((2, 4))
+  sched = S.get_schedule()
+  with pytest.raises(ValueError, match=r"Unknown sampler 'euler'.*'ddpm', 'ddim'"):
+    SM.sample(den, noise, schedule=sched, sampler="euler")
+  for bad in (0, -1, 2.5):
+    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+      SM.sample(den, noise, schedule=sched, num_steps=bad)
+  with pytest.raises(ValueError, match=r"prediction of the input's shape \(2, 4\), got \(2, 3\)"):
+    SM.sample(lambda z, l: z[:, :3], noise, schedule=sched)
+  with pytest.raises(ValueError, match="stochastic: pass rng="):
+    SM.sample(den, noise, schedule=sched, sampler="ddpm")
+  with pytest.raises(ValueError, match="eta must be >= 0"):
+    SM.sample(den, noise, schedule=sched, eta=-0.5, rng=jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="Unknown parameterization 'score'"):
+    SM.sample(den, noise, schedule=sched, parameterization="score")

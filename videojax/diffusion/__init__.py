@@ -1,0 +1,11 @@
+"""Diffusion core: pure, jittable functions over arrays and a `denoise_fn`; no Flax."""
+
+from videojax.diffusion.conditioning import augment, sample_level
+from videojax.diffusion.guidance import (classifier_free_guidance, dynamic_threshold,
+                                         guided_prediction, make_x0_transform,
+                                         static_threshold)
+from videojax.diffusion.losses import diffusion_loss, loss_weight, masked_mean
+from videojax.diffusion.parameterization import convert, diffuse, regression_target
+from videojax.diffusion.samplers import SAMPLERS, sample
+from videojax.diffusion.schedules import (SCHEDULES, SPACINGS, Schedule, alpha_sigma,
+                                          get_schedule, sample_logsnr, step_grid)

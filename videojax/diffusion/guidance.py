@@ -1,0 +1,107 @@
+"""Guidance at sampling time: classifier-free guidance and x0 thresholding.
+
+Classifier-free guidance (Ho & Salimans 2022) mixes a conditional and an
+unconditional prediction, pred = uncond + scale * (cond - uncond). For a fixed z the
+eps, x0 and v parameterizations are affine in one another, so the mix is the same in
+any of them. Both halves go through the network in one batched call.
+
+Thresholding (Imagen) acts on the x0 prediction inside every sampler (see
+`samplers.sample(..., x0_transform=...)`): static clipping to [-1, 1], or dynamic
+thresholding: per example, s = max(1, percentile_p(|x0|)); clip to [-s, s], divide by s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from videojax.diffusion.parameterization import expand_to
+
+Array = jax.Array
+DenoiseFn = Callable[..., Array]
+
+THRESHOLDS = ("none", "static", "dynamic")
+
+
+def guided_prediction(cond_pred: Array, uncond_pred: Array, scale: Array | float) -> Array:
+  """uncond + scale * (cond - uncond); scale is a scalar or per-example [B].
+
+  scale = 1 is the conditional prediction, 0 the unconditional one, > 1 guides.
+  """
+  scale = expand_to(scale, cond_pred)
+  return uncond_pred + scale * (cond_pred - uncond_pred)
+
+
+def classifier_free_guidance(denoise_fn: DenoiseFn, null_cond: dict[str, Any],
+                             guidance_scale: Array | float) -> DenoiseFn:
+  """Wraps `denoise_fn(z, logsnr, **cond)` into a guided one with the same signature.
+
+  Args:
+    denoise_fn: the network, called as denoise_fn(z, logsnr, **cond).
+    null_cond: the unconditional inputs, a dict with the same keys, shapes and dtypes
+      as the `cond` the sampler passes (e.g. the null text embedding, broadcast to the
+      batch); keys absent from it (a conditioning video, say) are shared by both halves.
+    guidance_scale: scalar or [B]; may be a traced value, so one compiled sampler
+      serves every scale.
+
+  Returns:
+    guided(z, logsnr, **cond) that calls denoise_fn once on a batch of 2B
+    (conditional first, then unconditional) and mixes the halves.
+  """
+
+  def guided(z: Array, logsnr: Array, **cond: Any) -> Array:
+    unknown = set(null_cond) - set(cond)
+    if unknown:
+      raise ValueError(
+          f"null_cond has keys {sorted(unknown)} that the sampler does not pass as "
+          f"conditioning (it passes {sorted(cond)}).")
+    uncond = {**cond, **null_cond}
+    for key in null_cond:
+      a, b = jnp.shape(cond[key]), jnp.shape(uncond[key])
+      if a != b:
+        raise ValueError(
+            f"Conditioning {key!r} has shape {a} but its null version has shape {b}; "
+            "broadcast the null input to the batch.")
+    both = jax.tree.map(lambda c, u: jnp.concatenate([c, u], axis=0), cond, uncond)
+    batch = z.shape[0]
+    logsnr2 = jnp.broadcast_to(jnp.asarray(logsnr), (batch,))
+    pred = denoise_fn(jnp.concatenate([z, z], axis=0),
+                      jnp.concatenate([logsnr2, logsnr2], axis=0), **both)
+    return guided_prediction(pred[:batch], pred[batch:], guidance_scale)
+
+  return guided
+
+
+def static_threshold(x0: Array) -> Array:
+  """Clips an x0 prediction to the data range [-1, 1]."""
+  return jnp.clip(x0, -1.0, 1.0)
+
+
+def dynamic_threshold(x0: Array, percentile: float = 0.995) -> Array:
+  """Imagen's dynamic thresholding of an x0 prediction [B, ...].
+
+  Per example, s = max(1, quantile_p(|x0|)); x0 is clipped to [-s, s] and divided by
+  s. The result lies in [-1, 1], and an x0 already inside [-1, 1] is unchanged.
+  """
+  if not 0.0 < percentile <= 1.0:
+    raise ValueError(f"percentile must be in (0, 1], got {percentile}.")
+  b = x0.shape[0]
+  s = jnp.quantile(jnp.abs(x0).reshape(b, -1), percentile, axis=1)
+  s = expand_to(jnp.maximum(s, 1.0), x0)
+  return jnp.clip(x0, -s, s) / s
+
+
+def make_x0_transform(kind: str = "none", percentile: float = 0.995
+                      ) -> Callable[[Array], Array] | None:
+  """The x0 post-processing a sampler applies at every step, by name."""
+  if kind not in THRESHOLDS:
+    raise ValueError(f"Unknown thresholding {kind!r}; expected one of {THRESHOLDS}.")
+  if kind == "static":
+    return static_threshold
+  if kind == "dynamic":
+    if not 0.0 < percentile <= 1.0:
+      raise ValueError(f"percentile must be in (0, 1], got {percentile}.")
+    return lambda x0: dynamic_threshold(x0, percentile)
+  return None

@@ -1,0 +1,161 @@
+"""Samplers: DDPM (ancestral), DDIM, DPM-Solver++(2M) and Heun (EDM), as `lax.scan` loops.
+
+Every sampler is driven by `denoise_fn(z, logsnr, **cond) -> prediction`, where the
+prediction is in any parameterization ('eps', 'x0' or 'v') and `logsnr` is per example
+[B]. Internally each step works with the x0 prediction, after the optional
+`x0_transform` (static or dynamic thresholding, see `guidance.py`), and the eps
+consistent with it, so thresholding acts inside every sampler.
+
+A run of N steps walks the grid of `schedules.step_grid` (N + 1 log-SNRs, the last being
+clean data): N - 1 steps between finite grid points inside a `lax.scan`, then a final
+step to clean data, which for every sampler here is the x0 prediction at the last
+finite point (DDIM / DDPM with sigma_s = 0; DPM-Solver++ taken at first order, its
+"lower order at the last step"; Heun's final Euler step to sigma = 0).
+Network calls: N for DDPM, DDIM and DPM-Solver++, 2N - 1 for Heun.
+
+The functions are pure: jit them (with the static arguments fixed, e.g. by
+functools.partial) and vmap them over noise and keys as you like.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from videojax.diffusion.parameterization import check_parameterization, convert
+from videojax.diffusion.schedules import Schedule, alpha_sigma, step_grid
+
+Array = jax.Array
+
+SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "heun")
+
+
+def _ddim_step(z, x0, lt, ls, eta, noise):
+  """DDIM from log-SNR lt to ls > lt given x0; eta = 1 is ancestral DDPM.
+
+  eps is re-derived from the (possibly thresholded) x0, and the stochastic part has
+  variance eta^2 times the DDPM posterior variance (1 - SNR_t / SNR_s) * sigma_s^2.
+  """
+  a_t, s_t = alpha_sigma(lt)
+  a_s, s_s = alpha_sigma(ls)
+  eps = (z - a_t * x0) / s_t
+  var = eta**2 * -jnp.expm1(lt - ls) * s_s**2
+  return a_s * x0 + jnp.sqrt(jnp.maximum(s_s**2 - var, 0.0)) * eps + jnp.sqrt(var) * noise
+
+
+def _validate(sampler, parameterization, eta, rng, noise):
+  if sampler not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {sampler!r}; expected one of {SAMPLERS}.")
+  check_parameterization(parameterization)
+  if noise.ndim < 1:
+    raise ValueError(f"noise must have a leading batch axis [B, ...], got shape {noise.shape}.")
+  static_eta = isinstance(eta, (int, float))
+  if static_eta and eta < 0:
+    raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM), got {eta}.")
+  stochastic = sampler == "ddpm" or (sampler == "ddim" and not (static_eta and eta == 0))
+  if stochastic and rng is None:
+    raise ValueError(f"Sampler {sampler!r} with eta={eta} is stochastic: pass rng=.")
+
+
+def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule,
+           sampler: str = "ddim", num_steps: int = 50, spacing: str = "uniform",
+           parameterization: str = "v", eta: float = 0.0,
+           x0_transform: Callable[[Array], Array] | None = None,
+           rng: Array | None = None, cond: dict[str, Any] | None = None,
+           return_trajectory: bool = False) -> Array | tuple[Array, Array]:
+  """Draws samples by integrating from noise to data.
+
+  Args:
+    denoise_fn: network, called as denoise_fn(z [B, ...], logsnr [B], **cond); returns
+      a prediction of z's shape in `parameterization`.
+    noise: [B, ...] standard normal; the starting point z at the noisiest grid point.
+    schedule: the log-SNR schedule the grid spans.
+    sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'.
+    num_steps: number of steps N >= 1 (a Python int: it fixes the loop length).
+    spacing: step-grid spacing ('uniform' in t, 'logsnr', 'karras').
+    parameterization: what denoise_fn predicts: 'eps', 'x0' or 'v'.
+    eta: DDIM's stochasticity (0 deterministic, 1 = ancestral).
+    x0_transform: applied to every x0 prediction (thresholding), or None.
+    rng: PRNG key; required by 'ddpm' and by 'ddim' with eta > 0.
+    cond: keyword conditioning passed through to denoise_fn (text embeddings,
+      conditioning video, ...).
+    return_trajectory: also return z at every grid point.
+
+  Returns:
+    Samples [B, ...] (float32), or (samples, trajectory [N + 1, B, ...]) where
+    trajectory[0] is `noise` and trajectory[-1] the samples.
+  """
+  _validate(sampler, parameterization, eta, rng, noise)
+  grid = step_grid(schedule, num_steps, spacing)  # [N + 1], grid[-1] = +inf
+  cond = dict(cond or {})
+  batch = noise.shape[0]
+  z0 = noise.astype(jnp.float32)
+
+  def call(z, logsnr):
+    return denoise_fn(z, jnp.broadcast_to(logsnr, (batch,)), **cond)
+
+  out = jax.eval_shape(call, z0, grid[0])
+  if getattr(out, "shape", None) != z0.shape:
+    raise ValueError(
+        f"denoise_fn must return a prediction of the input's shape {z0.shape}, got "
+        f"{getattr(out, 'shape', type(out).__name__)}; check the model's output channels "
+        "and the conditioning shapes.")
+
+  def predict_x0(z, logsnr):
+    x0 = convert(call(z, logsnr).astype(jnp.float32), parameterization, "x0", z, logsnr)
+    return x0 if x0_transform is None else x0_transform(x0)
+
+  rng = jax.random.PRNGKey(0) if rng is None else rng  # unused when deterministic
+  steps = jnp.arange(num_steps - 1)
+  lts, lss = grid[:-2], grid[1:-1]  # the N - 1 steps between finite points
+
+  if sampler in ("ddpm", "ddim"):
+    eta_ = 1.0 if sampler == "ddpm" else eta
+
+    def body(z, xs):
+      i, lt, ls = xs
+      noise_i = jax.random.normal(jax.random.fold_in(rng, i), z.shape, z.dtype)
+      z = _ddim_step(z, predict_x0(z, lt), lt, ls, eta_, noise_i)
+      return z, z if return_trajectory else None
+
+    z, traj = jax.lax.scan(body, z0, (steps, lts, lss))
+
+  elif sampler == "dpm_solver_pp":
+    # Lu et al. 2022, multistep second order in lambda = logsnr / 2, data prediction.
+    def body(carry, xs):
+      z, x0_prev, h_prev = carry
+      i, lt, ls = xs
+      x0 = predict_x0(z, lt)
+      h = 0.5 * (ls - lt)
+      r = h_prev / h
+      d2 = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+      d = jnp.where(i == 0, x0, d2)  # first step: first order (no history yet)
+      _, s_t = alpha_sigma(lt)
+      a_s, s_s = alpha_sigma(ls)
+      z = (s_s / s_t) * z - a_s * jnp.expm1(-h) * d
+      return (z, x0, h), z if return_trajectory else None
+
+    h0 = 0.5 * (grid[1] - grid[0])  # any finite value: only read where i > 0
+    (z, _, _), traj = jax.lax.scan(body, (z0, jnp.zeros_like(z0), h0), (steps, lts, lss))
+
+  else:  # heun: EDM's 2nd order in x = z / alpha, sigma_e = sigma / alpha
+    def body(z, xs):
+      _, lt, ls = xs
+      a_t, _ = alpha_sigma(lt)
+      a_s, _ = alpha_sigma(ls)
+      sig_t, sig_s = jnp.exp(-0.5 * lt), jnp.exp(-0.5 * ls)
+      x = z / a_t
+      d = (x - predict_x0(z, lt)) / sig_t
+      x_euler = x + (sig_s - sig_t) * d
+      d_s = (x_euler - predict_x0(a_s * x_euler, ls)) / sig_s
+      z = a_s * (x + (sig_s - sig_t) * 0.5 * (d + d_s))
+      return z, z if return_trajectory else None
+
+    z, traj = jax.lax.scan(body, z0, (steps, lts, lss))
+
+  x = predict_x0(z, grid[-2])  # final step to clean data
+  if not return_trajectory:
+    return x
+  return x, jnp.concatenate([z0[None], traj, x[None]], axis=0)
