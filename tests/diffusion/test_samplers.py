@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from videojax.diffusion import parameterization as P
+from videojax.diffusion import reference as R
 from videojax.diffusion import samplers as SM
 from videojax.diffusion import schedules as S
 from videojax.diffusion.guidance import static_threshold
@@ -21,20 +22,11 @@ EDM_RANGE = S.get_schedule("cosine", logsnr_min=-2 * math.log(80.0),
 
 
 def gaussian_denoiser(kind="v", mu=MU, std=STD):
-  """The exact denoiser of N(mu, diag(std^2)): the posterior mean E[x | z], as `kind`."""
-
-  def denoise(z, logsnr):
-    a, s = S.alpha_sigma(P.expand_to(logsnr, z))
-    x0 = mu + a * std**2 / (a**2 * std**2 + s**2) * (z - a * mu)
-    return P.convert(x0, "x0", kind, z, logsnr)
-
-  return denoise
+  return R.gaussian_denoiser(mu, std, kind)
 
 
 def point_mass_denoiser(point, kind):
-  def denoise(z, logsnr):
-    return P.convert(jnp.broadcast_to(point, z.shape), "x0", kind, z, logsnr)
-  return denoise
+  return R.point_mass_denoiser(point, kind)
 
 
 @pytest.mark.parametrize("sampler,steps,spacing", [
@@ -69,13 +61,10 @@ def observed_order(sampler, steps=(32, 64, 128)):
   mu, std = 0.3, 0.5
   sched = S.get_schedule("cosine", logsnr_min=-6.0, logsnr_max=20.0)
   noise = jax.random.normal(jax.random.PRNGKey(0), (256, 1))
-  # Exact ODE map from log-SNR l0 to clean data, in x = z / alpha, sigma_e = sigma / alpha:
-  # x(sigma_e) - mu scales as sqrt(std^2 + sigma_e^2).
-  a0, s0 = S.alpha_sigma(S.step_grid(sched, 1, "logsnr")[0])
-  exact = mu + (noise / a0 - mu) * std / jnp.sqrt(std**2 + (s0 / a0)**2)
+  exact = R.gaussian_ode_solution(noise, S.step_grid(sched, 1, "logsnr")[0], mu, std)
   errors = []
   for n in steps:
-    x = SM.sample(gaussian_denoiser("x0", mu, std), noise, schedule=sched, sampler=sampler,
+    x = SM.sample(R.gaussian_denoiser(mu, std), noise, schedule=sched, sampler=sampler,
                   num_steps=n, spacing="logsnr", parameterization="x0")
     errors.append(float(jnp.sqrt(jnp.mean((x - exact)**2))))
   return -np.polyfit(np.log(steps), np.log(errors), 1)[0]

@@ -1,0 +1,1 @@
+"""Files and display: videos, images, figures."""

@@ -1,0 +1,1 @@
+"""Flax linen modules. They know nothing about noise: inputs in, predictions out."""

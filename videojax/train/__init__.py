@@ -1,0 +1,1 @@
+"""Training: states, pure steps and loops."""
