@@ -64,3 +64,79 @@ class NoiseLevelEmbedding(nn.Module):
     h = dense(self.dim, ("mlp", "embed"), dtype=self.dtype,
               param_dtype=self.param_dtype)(nn.silu(h))
     return h
+
+
+# ---------------------------------------------------------------------------
+# Factorized space-time layers on channels-last video [B, T, H, W, C].
+
+CONV_AXES = ("conv_t", "conv_h", "conv_w", "conv_in", "conv_out")
+
+
+def conv3d(features: int, kernel: tuple[int, int, int], *, zero_init: bool = False,
+           dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None) -> nn.Conv:
+  """A 'SAME' 3-D convolution over (T, H, W) with logically named kernel axes."""
+  init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
+  return nn.Conv(features, kernel, padding="SAME", dtype=dtype, param_dtype=param_dtype,
+                 name=name, kernel_init=nn.with_logical_partitioning(init, CONV_AXES),
+                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                        ("conv_out",)))
+
+
+def group_norm(num_groups: int = 32, dtype=jnp.float32, param_dtype=jnp.float32,
+               name: str | None = None) -> nn.GroupNorm:
+  """GroupNorm over channels (statistics per frame: T is folded into the batch)."""
+  return nn.GroupNorm(
+      num_groups=num_groups, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
+
+
+def per_frame(fn, x: Array) -> Array:
+  """Applies fn to every frame of x [B, T, H, W, C] as a batch of images [B*T, H, W, C]."""
+  b, t = x.shape[:2]
+  y = fn(x.reshape((b * t,) + x.shape[2:]))
+  return y.reshape((b, t) + y.shape[1:])
+
+
+class TemporalConv(nn.Module):
+  """Residual temporal 3x1x1 convolution, zero-initialised: identity when added.
+
+  Make-A-Video inflates an image model by adding such layers: at initialisation they
+  leave the image model's output unchanged. Examples flagged `is_image` bypass the
+  layer entirely, so their frames stay independent images (VDM joint training).
+  """
+
+  features: int
+  kernel_size: int = 3
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, is_image: Array | None = None) -> Array:  # [B, T, H, W, C]
+    if x.shape[-1] != self.features:
+      raise ValueError(f"TemporalConv has {self.features} channels, input has {x.shape[-1]}.")
+    h = conv3d(self.features, (self.kernel_size, 1, 1), zero_init=True, dtype=self.dtype,
+               param_dtype=self.param_dtype)(x)
+    if is_image is None:
+      return x + h
+    keep = jnp.logical_not(is_image).reshape((-1,) + (1,) * (x.ndim - 1))
+    return x + jnp.where(keep, h, jnp.zeros_like(h))
+
+
+class FiLM(nn.Module):
+  """Feature-wise scale and shift from a conditioning vector: h * (1 + s) + b.
+
+  Zero-initialised, so it starts as the identity.
+  """
+
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: Array, emb: Array) -> Array:  # [B, ...,  C], [B, E]
+    c = h.shape[-1]
+    ss = dense(2 * c, ("embed", "mlp"), zero_init=True, dtype=self.dtype,
+               param_dtype=self.param_dtype)(nn.silu(emb))  # [B, 2C]
+    ss = ss.reshape((ss.shape[0],) + (1,) * (h.ndim - 2) + (2 * c,))
+    scale, shift = jnp.split(ss, 2, axis=-1)
+    return h * (1.0 + scale) + shift

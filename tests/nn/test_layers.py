@@ -1,0 +1,70 @@
+"""Factorized space-time layers: identity initialisation, independence, FiLM."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from videojax.nn import layers as L
+
+X = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 4, 4, 8))  # [B, T, H, W, C]
+
+
+def _randomise(variables, seed=1):
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, l.shape)
+                                   for k, l in zip(keys, leaves)])
+
+
+def test_temporal_conv_starts_as_identity_and_mixes_neighbours_only():
+  layer = L.TemporalConv(8)
+  variables = layer.init(jax.random.PRNGKey(0), X)
+  np.testing.assert_array_equal(layer.apply(variables, X), X)
+  trained = _randomise(nn.meta.unbox(variables))
+  y = layer.apply(trained, X)
+  assert not np.allclose(y, X)
+  # A 3x1x1 kernel: frame 0's output sees frames 0 and 1 only, and no other pixel.
+  x2 = X.at[:, 3].add(1.0).at[:, 0, 1, 1].add(1.0)
+  y2 = layer.apply(trained, x2)
+  np.testing.assert_allclose(y2[:, 0, 0], y[:, 0, 0], atol=1e-6)
+  assert not np.allclose(y2[:, 2], y[:, 2])
+
+
+def test_temporal_conv_bypassed_for_images():
+  layer = L.TemporalConv(8)
+  trained = _randomise(nn.meta.unbox(layer.init(jax.random.PRNGKey(0), X)))
+  is_image = jnp.array([True, False])
+  y = layer.apply(trained, X, is_image)
+  np.testing.assert_array_equal(y[0], X[0])
+  np.testing.assert_allclose(y[1], layer.apply(trained, X)[1], atol=1e-6)
+
+
+def test_film_identity_at_init_then_affine():
+  film = L.FiLM()
+  emb = jax.random.normal(jax.random.PRNGKey(2), (2, 6))
+  variables = film.init(jax.random.PRNGKey(0), X, emb)
+  np.testing.assert_array_equal(film.apply(variables, X, emb), X)
+  trained = _randomise(nn.meta.unbox(variables))
+  y = film.apply(trained, X, emb)
+  # Per example and channel one scale and one shift, the same at every (t, h, w).
+  scale = film.apply(trained, X + 1.0, emb) - y  # [B, T, H, W, C], = 1 + s
+  shift = y - scale * X
+  for q in (scale, shift):
+    np.testing.assert_allclose(q, jnp.broadcast_to(q[:, :1, :1, :1], q.shape), atol=1e-5)
+  assert not np.allclose(scale, 1.0) and not np.allclose(shift, 0.0)
+
+
+def test_per_frame_and_conv_axes():
+  conv = L.conv3d(4, (1, 3, 3))
+  variables = conv.init(jax.random.PRNGKey(0), X)
+  spec = nn.get_partition_spec(variables)["params"]["kernel"]
+  assert tuple(spec) == L.CONV_AXES
+  y = L.per_frame(lambda f: f.sum(axis=(1, 2)), X)
+  np.testing.assert_allclose(y, X.sum(axis=(2, 3)), rtol=1e-6)
+
+
+def test_temporal_conv_channel_error():
+  with pytest.raises(ValueError, match="TemporalConv has 4 channels, input has 8"):
+    L.TemporalConv(4).init(jax.random.PRNGKey(0), X)
