@@ -72,14 +72,20 @@ class NoiseLevelEmbedding(nn.Module):
 CONV_AXES = ("conv_t", "conv_h", "conv_w", "conv_in", "conv_out")
 
 
-def conv3d(features: int, kernel: tuple[int, int, int], *, zero_init: bool = False,
+def conv3d(features: int, kernel: tuple[int, int, int], *, strides=(1, 1, 1),
+           padding="SAME", zero_init: bool = False, axes: tuple[str, ...] = CONV_AXES,
            dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None) -> nn.Conv:
-  """A 'SAME' 3-D convolution over (T, H, W) with logically named kernel axes."""
+  """A 3-D convolution over (T, H, W) with logically named kernel axes.
+
+  `axes` names the kernel's (t, h, w, in, out) dimensions; the stem and the output
+  conv name their RGB side 'image_channels' so that it is never sharded.
+  """
   init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
-  return nn.Conv(features, kernel, padding="SAME", dtype=dtype, param_dtype=param_dtype,
-                 name=name, kernel_init=nn.with_logical_partitioning(init, CONV_AXES),
+  return nn.Conv(features, kernel, strides=strides, padding=padding, dtype=dtype,
+                 param_dtype=param_dtype, name=name,
+                 kernel_init=nn.with_logical_partitioning(init, axes),
                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                        ("conv_out",)))
+                                                        axes[-1:]))
 
 
 def group_norm(num_groups: int = 32, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -108,6 +114,7 @@ class TemporalConv(nn.Module):
 
   features: int
   kernel_size: int = 3
+  causal: bool = False  # pad only on the past side: frame i sees frames <= i
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -115,7 +122,9 @@ class TemporalConv(nn.Module):
   def __call__(self, x: Array, is_image: Array | None = None) -> Array:  # [B, T, H, W, C]
     if x.shape[-1] != self.features:
       raise ValueError(f"TemporalConv has {self.features} channels, input has {x.shape[-1]}.")
-    h = conv3d(self.features, (self.kernel_size, 1, 1), zero_init=True, dtype=self.dtype,
+    k = self.kernel_size
+    pad = ((k - 1, 0) if self.causal else ((k - 1) // 2, k // 2), (0, 0), (0, 0))
+    h = conv3d(self.features, (k, 1, 1), padding=pad, zero_init=True, dtype=self.dtype,
                param_dtype=self.param_dtype)(x)
     if is_image is None:
       return x + h

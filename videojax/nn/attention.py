@@ -1,0 +1,304 @@
+"""Attention blocks of the space-time factorized video U-Net (VDM, Imagen Video).
+
+Videos are channels-last `[B, T, H, W, C]`. Three blocks, each pre-norm, residual,
+with a zero-initialised output projection so that a freshly initialised block is
+exactly the identity (the U-Net starts as its convolutional skeleton):
+
+- `SpatialAttention`: the H*W positions of each frame attend to each other; the
+  B*T frames are independent.
+- `TemporalAttention`: the T frames at each pixel attend to each other (B*H*W
+  sequences of length T), with a learned T5-style relative position bias, an
+  optional causal mask, and a per-example `is_image` flag that turns the mask
+  into the identity so that the frames of that example are independent images
+  (VDM's joint image-video training).
+- `CrossAttention`: video tokens attend to text embeddings under a key mask.
+
+All of them compute attention with `jax.nn.dot_product_attention`, which picks a
+fused kernel where one exists (`attention_impl='cudnn'` on GPUs, bf16/fp16 only).
+Every parameter carries logical axis names; the block outputs carry a logical
+constraint (a no-op without a mesh and rules).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videojax.nn.layers import dense
+
+Array = jax.Array
+
+VIDEO_AXES = ("batch", "frames", "height", "width", "embed")
+
+_ONES_EMBED = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+_ZEROS_EMBED = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",))
+
+
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> Array:
+  """T5's bucketing of relative distances: exact when small, log-spaced when large.
+
+  Args:
+    relative_position: int array of `key_position - query_position`.
+    bidirectional: if True, half the buckets are for keys before the query and half
+      for keys after it (the sign separates them); if False (causal), every key
+      after the query falls into bucket 0 together with distance 0.
+    num_buckets: number of buckets in total.
+    max_distance: distances at or beyond this share the last bucket (of their side).
+
+  Returns:
+    int32 array of the same shape, values in [0, num_buckets).
+  """
+  rel = jnp.asarray(relative_position, jnp.int32)
+  n = -rel  # > 0: the key lies before the query
+  ret = jnp.zeros_like(n)
+  if bidirectional:
+    num_buckets //= 2
+    ret = ret + (n < 0).astype(jnp.int32) * num_buckets
+    n = jnp.abs(n)
+  else:
+    n = jnp.maximum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  # log-spaced buckets from max_exact up to max_distance; the maximum keeps log > -inf
+  # (those entries are small and take the exact branch anyway).
+  scaled = jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact) / jnp.log(
+      max_distance / max_exact)
+  val_if_large = max_exact + (scaled * (num_buckets - max_exact)).astype(jnp.int32)
+  val_if_large = jnp.minimum(val_if_large, num_buckets - 1)
+  return ret + jnp.where(is_small, n, val_if_large)
+
+
+def _resolve_heads(block: str, channels: int, num_heads: int | None,
+                   head_dim: int | None) -> int:
+  """Number of heads from `num_heads` or `head_dim`; raises if they do not fit C."""
+  if num_heads is None and head_dim is None:
+    raise ValueError(f"{block}: set num_heads or head_dim (both are None).")
+  if num_heads is not None and (num_heads <= 0 or channels % num_heads):
+    raise ValueError(f"{block}: channels must be divisible by num_heads; expected a "
+                     f"multiple of num_heads={num_heads}, got {channels} channels.")
+  if head_dim is not None and (head_dim <= 0 or channels % head_dim):
+    raise ValueError(f"{block}: channels must be divisible by head_dim; expected a "
+                     f"multiple of head_dim={head_dim}, got {channels} channels.")
+  if num_heads is not None and head_dim is not None and num_heads * head_dim != channels:
+    raise ValueError(f"{block}: num_heads * head_dim must equal channels; expected "
+                     f"{num_heads} * {head_dim} = {num_heads * head_dim}, got {channels}.")
+  return num_heads if num_heads is not None else channels // head_dim
+
+
+def _check_video(block: str, x: Array) -> None:
+  if x.ndim != 5:
+    raise ValueError(f"{block} expects x of rank 5 [B, T, H, W, C], got shape "
+                     f"{tuple(x.shape)} (rank {x.ndim}).")
+
+
+def _split_heads(x: Array, num_heads: int) -> Array:  # [S, L, C] -> [S, L, N, C / N]
+  return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+class SpatialAttention(nn.Module):
+  """Self-attention among the H*W positions of each frame.
+
+  Pre-norm is a GroupNorm computed per frame (statistics over H, W and the channels
+  of a group), so frames stay independent.
+
+  Attributes:
+    num_heads: number of heads; or leave None and set `head_dim`.
+    head_dim: width of a head; the number of heads is C // head_dim.
+    norm_groups: GroupNorm groups (min(norm_groups, C); must divide C).
+    attention_impl: passed to `jax.nn.dot_product_attention` (None, 'xla', 'cudnn').
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+  """
+
+  num_heads: int | None = None
+  head_dim: int | None = None
+  norm_groups: int = 32
+  attention_impl: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Args: x: [B, T, H, W, C]. Returns: x + attention(norm(x)), same shape and dtype."""
+    _check_video("SpatialAttention", x)
+    b, t, h, w, c = x.shape
+    n = _resolve_heads("SpatialAttention", c, self.num_heads, self.head_dim)
+    groups = min(self.norm_groups, c)
+    if c % groups:
+      raise ValueError(f"SpatialAttention: channels must be divisible by norm_groups; "
+                       f"expected a multiple of {groups}, got {c} channels.")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    y = x.reshape(b * t, h, w, c)  # [B*T, H, W, C]: one GroupNorm per frame
+    y = nn.GroupNorm(num_groups=groups, scale_init=_ONES_EMBED, bias_init=_ZEROS_EMBED,
+                     name="norm", **kw)(y)
+    y = y.reshape(b * t, h * w, c)  # [B*T, H*W, C]
+    q = _split_heads(dense(c, ("embed", "heads"), name="query", **kw)(y), n)
+    k = _split_heads(dense(c, ("embed", "heads"), name="key", **kw)(y), n)
+    v = _split_heads(dense(c, ("embed", "heads"), name="value", **kw)(y), n)
+    o = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    o = o.reshape(b * t, h * w, c)  # [B*T, H*W, C]
+    o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
+    out = x + o.reshape(b, t, h, w, c).astype(x.dtype)  # [B, T, H, W, C]
+    return nn.with_logical_constraint(out, VIDEO_AXES)
+
+
+class TemporalAttention(nn.Module):
+  """Self-attention across the T frames at each pixel, with relative position bias.
+
+  Pre-norm is a per-token LayerNorm, so the causal and `is_image` guarantees hold
+  exactly: nothing mixes frames or pixels except the attention itself.
+
+  Attributes:
+    num_heads: number of heads; or leave None and set `head_dim`.
+    head_dim: width of a head; the number of heads is C // head_dim.
+    causal: if True, frame i attends only to frames <= i (and the bias uses the
+      one-sided buckets).
+    num_buckets: relative position buckets (T5 style); the bias table is
+      [num_buckets, num_heads].
+    max_distance: frame distances at or beyond this share a bucket.
+    attention_impl: passed to `jax.nn.dot_product_attention`.
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+  """
+
+  num_heads: int | None = None
+  head_dim: int | None = None
+  causal: bool = False
+  num_buckets: int = 32
+  max_distance: int = 128
+  attention_impl: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, is_image: Array | None = None) -> Array:
+    """Attend across frames.
+
+    Args:
+      x: [B, T, H, W, C] video.
+      is_image: optional bool [B]; where True the example's frames are independent
+        images: each frame attends only to itself (the block then reduces to a
+        per-frame value/out projection).
+
+    Returns:
+      [B, T, H, W, C], same dtype as x.
+    """
+    _check_video("TemporalAttention", x)
+    b, t, h, w, c = x.shape
+    n = _resolve_heads("TemporalAttention", c, self.num_heads, self.head_dim)
+    if is_image is not None and tuple(jnp.shape(is_image)) != (b,):
+      raise ValueError(f"TemporalAttention expects is_image of shape [B] = ({b},), got "
+                       f"{tuple(jnp.shape(is_image))}.")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    y = nn.LayerNorm(scale_init=_ONES_EMBED, bias_init=_ZEROS_EMBED, name="norm", **kw)(x)
+    y = y.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, c)  # [B*H*W, T, C]
+    q = _split_heads(dense(c, ("embed", "heads"), name="query", **kw)(y), n)
+    k = _split_heads(dense(c, ("embed", "heads"), name="key", **kw)(y), n)
+    v = _split_heads(dense(c, ("embed", "heads"), name="value", **kw)(y), n)
+
+    # Relative position bias: table[bucket(k - q)] -> [1, N, T, T].
+    table = self.param(
+        "rel_bias",
+        nn.with_logical_partitioning(nn.initializers.normal(0.02), ("relpos_buckets", "heads")),
+        (self.num_buckets, n), self.param_dtype)  # [num_buckets, N]
+    pos = jnp.arange(t)
+    buckets = relative_position_bucket(pos[None, :] - pos[:, None], bidirectional=not self.causal,
+                                       num_buckets=self.num_buckets,
+                                       max_distance=self.max_distance)  # [T_q, T_k]
+    bias = jnp.asarray(table, self.dtype)[buckets].transpose(2, 0, 1)[None]  # [1, N, T, T]
+
+    # Mask: causal (or full), replaced by the identity for image examples.
+    base = jnp.tril(jnp.ones((t, t), bool)) if self.causal else jnp.ones((t, t), bool)
+    if is_image is None:
+      mask = base[None, None]  # [1, 1, T, T]
+    else:
+      eye = jnp.eye(t, dtype=bool)
+      per_example = jnp.where(jnp.asarray(is_image, bool)[:, None, None], eye, base)  # [B, T, T]
+      mask = jnp.broadcast_to(per_example[:, None, None], (b, h * w, 1, t, t))
+      mask = mask.reshape(b * h * w, 1, t, t)  # [B*H*W, 1, T, T]
+
+    o = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask,
+                                     implementation=self.attention_impl)
+    o = o.reshape(b * h * w, t, c)  # [B*H*W, T, C]
+    o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
+    o = o.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)  # [B, T, H, W, C]
+    out = x + o.astype(x.dtype)
+    return nn.with_logical_constraint(out, VIDEO_AXES)
+
+
+class CrossAttention(nn.Module):
+  """Video tokens attend to text embeddings.
+
+  Queries are all T*H*W positions of an example as one sequence (per-query softmax
+  over the text keys, so this equals attending frame by frame). Keys and values come
+  from the (unnormalised) text embeddings; padding tokens are masked out. An example
+  with no real token gets nothing added (the block is the identity for it), which
+  is also what classifier-free guidance's dropped-text examples want.
+
+  Attributes:
+    num_heads: number of heads; or leave None and set `head_dim`.
+    head_dim: width of a head; the number of heads is C // head_dim.
+    text_dim: expected text width D_text; None accepts any (fixed at init).
+    attention_impl: passed to `jax.nn.dot_product_attention`.
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+  """
+
+  num_heads: int | None = None
+  head_dim: int | None = None
+  text_dim: int | None = None
+  attention_impl: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, text: Array, text_mask: Array | None = None) -> Array:
+    """Attend from video to text.
+
+    Args:
+      x: [B, T, H, W, C] video.
+      text: [B, L, D_text] text embeddings.
+      text_mask: optional [B, L] bool/int, True/1 for real tokens; None: all real.
+
+    Returns:
+      [B, T, H, W, C], same dtype as x.
+    """
+    _check_video("CrossAttention", x)
+    b, t, h, w, c = x.shape
+    n = _resolve_heads("CrossAttention", c, self.num_heads, self.head_dim)
+    if text.ndim != 3 or text.shape[0] != b:
+      raise ValueError(f"CrossAttention expects text of shape [B, L, D_text] with B={b}, "
+                       f"got {tuple(text.shape)}.")
+    if self.text_dim is not None and text.shape[-1] != self.text_dim:
+      raise ValueError(f"CrossAttention expects text of width D_text={self.text_dim}, got "
+                       f"{text.shape[-1]} (text shape {tuple(text.shape)}).")
+    length = text.shape[1]
+    if text_mask is None:
+      text_mask = jnp.ones((b, length), bool)
+    if tuple(jnp.shape(text_mask)) != (b, length):
+      raise ValueError(f"CrossAttention expects text_mask of shape [B, L] = ({b}, {length}), "
+                       f"got {tuple(jnp.shape(text_mask))}.")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    text_mask = jnp.asarray(text_mask).astype(bool)  # [B, L]
+    has_text = jnp.any(text_mask, axis=1)  # [B]
+    # An all-padding example attends to everything (finite, and its output is
+    # discarded below) rather than to nothing (a 0/0 softmax in fused kernels).
+    key_mask = text_mask | ~has_text[:, None]  # [B, L]
+
+    y = nn.LayerNorm(scale_init=_ONES_EMBED, bias_init=_ZEROS_EMBED, name="norm", **kw)(x)
+    y = y.reshape(b, t * h * w, c)  # [B, T*H*W, C]
+    q = _split_heads(dense(c, ("embed", "heads"), name="query", **kw)(y), n)
+    k = _split_heads(dense(c, ("embed", "heads"), name="key", **kw)(text), n)  # [B, L, N, Dh]
+    v = _split_heads(dense(c, ("embed", "heads"), name="value", **kw)(text), n)
+    o = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :],
+                                     implementation=self.attention_impl)
+    o = o.reshape(b, t * h * w, c)  # [B, T*H*W, C]
+    o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
+    o = jnp.where(has_text[:, None, None], o, 0)
+    out = x + o.reshape(b, t, h, w, c).astype(x.dtype)  # [B, T, H, W, C]
+    return nn.with_logical_constraint(out, VIDEO_AXES)
