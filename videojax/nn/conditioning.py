@@ -1,0 +1,115 @@
+"""What a denoising network is conditioned on, assembled into network inputs.
+
+- `ConditioningEmbedding`: noise level (log-SNR, sinusoidal + MLP) + attention-pooled
+  text + the augmentation level of a conditioning video, summed into one vector that
+  FiLM-modulates every residual block.
+- `upsample_video`: an SSR stage's low-resolution input resized to the output size.
+- `place_frames`: a TSR / interpolation / extension stage's given frames placed on the
+  output's frame grid, with a mask saying which frames are given.
+The data pipeline and the cascade use the same two functions, so a stage sees at
+sampling time exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videojax.nn.layers import NoiseLevelEmbedding, dense
+
+Array = jax.Array
+
+
+def upsample_video(video: Array, height: int, width: int, method: str = "bilinear") -> Array:
+  """Resizes every frame of [B, T, h, w, C] to [B, T, height, width, C].
+
+  `jax.image.resize` with antialiasing; 'bilinear' or 'bicubic' (Imagen uses bicubic
+  upsampling of the SR inputs).
+  """
+  if video.ndim != 5:
+    raise ValueError(f"Expected a video [B, T, H, W, C], got shape {video.shape}.")
+  b, t, _, _, c = video.shape
+  out = jax.image.resize(video.astype(jnp.float32), (b, t, height, width, c), method=method)
+  return out.astype(video.dtype)
+
+
+def place_frames(video: Array, num_frames: int, stride: int, offset: int = 0
+                 ) -> tuple[Array, Array]:
+  """Places given frames on a denser frame grid, for temporal super-resolution.
+
+  Args:
+    video: [B, t, H, W, C], the frames that are given.
+    num_frames: T, frames of the output grid.
+    stride: given frame k lands on output frame offset + k * stride.
+    offset: the first given frame's position.
+
+  Returns:
+    (placed [B, T, H, W, C] with zeros on frames not given,
+     mask [B, T] float32, 1 where a frame is given).
+  """
+  b, t = video.shape[:2]
+  last = offset + (t - 1) * stride
+  if stride < 1 or offset < 0 or last >= num_frames:
+    raise ValueError(
+        f"Cannot place {t} frames at offset {offset} with stride {stride} on a grid of "
+        f"{num_frames} frames (the last would land on frame {last}).")
+  idx = offset + stride * jnp.arange(t)
+  placed = jnp.zeros((b, num_frames) + video.shape[2:], video.dtype).at[:, idx].set(video)
+  mask = jnp.zeros((b, num_frames), jnp.float32).at[:, idx].set(1.0)
+  return placed, mask
+
+
+class AttentionPool(nn.Module):
+  """Pools text embeddings [B, L, D] (with mask [B, L]) into one vector [B, out_dim].
+
+  The query is the masked mean of the tokens plus a learned vector; keys and values
+  are the tokens; padding tokens get no weight. An example with no real token pools
+  to zero.
+  """
+
+  out_dim: int
+  num_heads: int = 4
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: Array, mask: Array) -> Array:
+    b, _, d = tokens.shape
+    if d % self.num_heads:
+      raise ValueError(f"Text width {d} is not divisible by {self.num_heads} pooling heads.")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    m = mask.astype(jnp.float32)
+    mean = jnp.einsum("bld,bl->bd", tokens.astype(jnp.float32), m) / jnp.maximum(
+        m.sum(1, keepdims=True), 1.0)
+    probe = self.param("probe", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), ("embed",)), (d,), self.param_dtype)
+    hd = d // self.num_heads
+    q = dense(d, ("embed", "heads"), **kw)(mean + probe).reshape(b, 1, self.num_heads, hd)
+    k = dense(d, ("embed", "heads"), **kw)(tokens).reshape(b, -1, self.num_heads, hd)
+    v = dense(d, ("embed", "heads"), **kw)(tokens).reshape(b, -1, self.num_heads, hd)
+    valid = mask.astype(bool)[:, None, None, :]  # [B, 1, 1, L]
+    pooled = jax.nn.dot_product_attention(q, k, v, mask=valid).reshape(b, d)
+    pooled = jnp.where(valid.any(-1).reshape(b, 1), pooled, 0.0)  # no token -> zero
+    return dense(self.out_dim, ("heads", "embed"), **kw)(pooled)
+
+
+class ConditioningEmbedding(nn.Module):
+  """Sum of the noise-level, pooled-text and augmentation-level embeddings: [B, dim]."""
+
+  dim: int
+  use_text: bool = False
+  use_aug_level: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, logsnr: Array, text: Array | None = None, text_mask: Array | None = None,
+               aug_logsnr: Array | None = None) -> Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    emb = NoiseLevelEmbedding(self.dim, name="noise_level", **kw)(logsnr)
+    if self.use_text:
+      emb = emb + AttentionPool(self.dim, name="text_pool", **kw)(text, text_mask)
+    if self.use_aug_level:
+      emb = emb + NoiseLevelEmbedding(self.dim, name="aug_level", **kw)(aug_logsnr)
+    return emb

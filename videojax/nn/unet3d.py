@@ -1,0 +1,319 @@
+"""Space-time factorized video U-Net: the denoiser of every pixel-space cascade stage.
+
+One module whose fields make it a base model (text-conditioned), a spatial
+super-resolution stage (`cond='ssr'`: the low-resolution video upsampled and
+concatenated on channels), a temporal super-resolution / interpolation / extension
+stage (`cond='tsr'`: given frames placed on the output grid plus a mask channel), or
+an image model (no temporal layers) to be inflated into a video model
+(Make-A-Video, see `inflation.py`).
+
+Per resolution level: `num_res_blocks` residual blocks (spatial 1x3x3 conv, optional
+zero-initialised temporal 3x1x1 conv, GroupNorm per frame, FiLM from the conditioning
+embedding, dropout), each followed by the attention layers that level switches on
+(spatial, temporal with relative position bias, cross-attention to text). Levels are
+indexed 0 (full resolution) to len(channel_mult) - 1.
+
+Joint image-video training (VDM): examples flagged `is_image` bypass temporal
+convolutions and attend only to themselves in temporal attention; GroupNorm works per
+frame, so no layer mixes their frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
+from videojax.nn.conditioning import ConditioningEmbedding, upsample_video
+from videojax.nn.layers import FiLM, TemporalConv, conv3d, group_norm, per_frame
+
+Array = jax.Array
+
+ACT_AXES = ("batch", "frames", "height", "width", "embed")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+CONDITIONINGS = ("none", "ssr", "tsr")
+
+
+def constrain(x: Array) -> Array:
+  """Logical sharding constraint on a block-boundary activation [B, T, H, W, C]."""
+  return nn.with_logical_constraint(x, ACT_AXES)
+
+
+class ResBlock(nn.Module):
+  """GN-SiLU-conv(1x3x3)[-temporal conv(3x1x1)]-GN-FiLM-SiLU-dropout-conv(1x3x3) + skip."""
+
+  features: int
+  temporal: bool
+  causal: bool = False
+  dropout: float = 0.0
+  deterministic: bool = True
+  groups: int = 32
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, emb: Array, is_image: Array | None) -> Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = per_frame(group_norm(math.gcd(self.groups, x.shape[-1]), **kw), x)
+    h = conv3d(self.features, (1, 3, 3), **kw)(nn.silu(h))
+    if self.temporal:
+      h = TemporalConv(self.features, causal=self.causal, **kw)(h, is_image)
+    h = per_frame(group_norm(math.gcd(self.groups, self.features), **kw), h)
+    h = FiLM(**kw)(h, emb)
+    h = nn.Dropout(self.dropout, broadcast_dims=(2, 3))(nn.silu(h), self.deterministic)
+    h = conv3d(self.features, (1, 3, 3), zero_init=True, **kw)(h)
+    if x.shape[-1] != self.features:
+      x = conv3d(self.features, (1, 1, 1), **kw)(x)
+    return constrain(x + h)
+
+
+class Stage(nn.Module):
+  """One residual block plus the attention layers its level switches on."""
+
+  features: int
+  temporal_conv: bool
+  spatial_attn: bool
+  temporal_attn: bool
+  cross_attn: bool
+  head_dim: int
+  causal: bool
+  dropout: float
+  deterministic: bool
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb, is_image, text, text_mask):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    heads = max(1, self.features // self.head_dim)
+    x = ResBlock(self.features, self.temporal_conv, self.causal, self.dropout,
+                 self.deterministic, name="res", **kw)(x, emb, is_image)
+    if self.spatial_attn:
+      x = SpatialAttention(num_heads=heads, name="spatial_attn", **kw)(x)
+    if self.temporal_attn:
+      x = TemporalAttention(num_heads=heads, causal=self.causal, name="temporal_attn",
+                            **kw)(x, is_image)
+    if self.cross_attn:
+      x = CrossAttention(num_heads=heads, name="cross_attn", **kw)(x, text, text_mask)
+    return constrain(x)
+
+
+class UNet3D(nn.Module):
+  """Space-time factorized U-Net on channels-last video [B, T, H, W, C].
+
+  Attributes:
+    out_channels: channels of the prediction (3 for RGB, or a latent width).
+    in_channels: channels of the noisy input z.
+    base_channels: width of level 0; level l has base_channels * channel_mult[l].
+    channel_mult: width multiplier per level; its length is the number of levels.
+    num_res_blocks: residual blocks per level on the way down (one more on the way up).
+    temporal_conv_levels: levels whose residual blocks have a temporal 3x1x1 conv.
+    spatial_attn_levels, temporal_attn_levels, cross_attn_levels: levels with each
+      attention layer; the middle block uses those of the last level.
+    temporal_downsample: per level transition (len(channel_mult) - 1 entries), whether
+      it also halves T. Not allowed together with `is_image` inputs.
+    head_dim: attention head width (heads = channels // head_dim).
+    causal_temporal: causal mask in temporal attention (frame i sees frames <= i).
+    text_dim: width of the text embeddings, or 0 for no text conditioning.
+    cond: 'none', 'ssr' (low-res video upsampled to the output size and concatenated)
+      or 'tsr' (given frames on the output grid plus a mask channel).
+    cond_channels: channels of the conditioning video.
+    dropout: dropout rate inside residual blocks (training only).
+    remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
+    dtype, param_dtype: compute and parameter dtypes.
+  """
+
+  out_channels: int = 3
+  in_channels: int = 3
+  base_channels: int = 64
+  channel_mult: Sequence[int] = (1, 2, 4)
+  num_res_blocks: int = 2
+  temporal_conv_levels: Sequence[int] = (0, 1, 2)
+  spatial_attn_levels: Sequence[int] = (2,)
+  temporal_attn_levels: Sequence[int] = (2,)
+  cross_attn_levels: Sequence[int] = (2,)
+  temporal_downsample: Sequence[bool] = (False, False)
+  head_dim: int = 64
+  causal_temporal: bool = False
+  text_dim: int = 0
+  cond: str = "none"
+  cond_channels: int = 3
+  dropout: float = 0.0
+  remat: str = "none"
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def _check_inputs(self, z, logsnr, text, text_mask, cond_video, cond_mask, aug_logsnr,
+                    is_image):
+    """Shape and configuration checks, all on static shapes: they run before compute."""
+    if self.cond not in CONDITIONINGS:
+      raise ValueError(f"Unknown conditioning {self.cond!r}; expected one of {CONDITIONINGS}.")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat policy {self.remat!r}; expected one of "
+                       f"{tuple(REMAT_POLICIES)}.")
+    levels = len(self.channel_mult)
+    if len(self.temporal_downsample) != levels - 1:
+      raise ValueError(f"temporal_downsample needs {levels - 1} entries (one per level "
+                       f"transition), got {len(self.temporal_downsample)}.")
+    if z.ndim != 5 or z.shape[-1] != self.in_channels:
+      raise ValueError(f"Expected z of shape [B, T, H, W, {self.in_channels}], got {z.shape}.")
+    b, t, h, w, _ = z.shape
+    fs, ft = 2**(levels - 1), 2**sum(bool(d) for d in self.temporal_downsample)
+    if h % fs or w % fs or t % ft:
+      raise ValueError(
+          f"Input T, H, W = {t}, {h}, {w} must be divisible by the network's down-sampling "
+          f"factors {ft}, {fs}, {fs}; pad or crop the video, or change channel_mult / "
+          "temporal_downsample.")
+    if jnp.shape(logsnr) != (b,):
+      raise ValueError(f"logsnr must have shape [B] = ({b},), got {jnp.shape(logsnr)}.")
+    if self.text_dim:
+      if text is None or text_mask is None:
+        raise ValueError("This U-Net is text-conditioned (text_dim="
+                         f"{self.text_dim}): pass text [B, L, {self.text_dim}] and text_mask.")
+      if text.ndim != 3 or text.shape[0] != b or text.shape[-1] != self.text_dim:
+        raise ValueError(f"Expected text embeddings [{b}, L, {self.text_dim}], got {text.shape}.")
+      if text_mask.shape != text.shape[:2]:
+        raise ValueError(f"text_mask must have shape {text.shape[:2]}, got {text_mask.shape}.")
+    if self.cond != "none":
+      if cond_video is None or aug_logsnr is None:
+        raise ValueError(f"A '{self.cond}' stage needs cond_video and aug_logsnr.")
+      if cond_video.ndim != 5 or cond_video.shape[-1] != self.cond_channels or \
+          cond_video.shape[:2] != (b, t):
+        raise ValueError(f"Expected cond_video [{b}, {t}, h, w, {self.cond_channels}], got "
+                         f"{cond_video.shape}.")
+      if self.cond == "tsr" and (cond_video.shape[2:4] != (h, w) or cond_mask is None or
+                                 cond_mask.shape != (b, t)):
+        raise ValueError(
+            f"A 'tsr' stage needs cond_video [{b}, {t}, {h}, {w}, C] with the given frames "
+            f"placed on the output grid and cond_mask [{b}, {t}] (see place_frames); got "
+            f"{cond_video.shape} and {None if cond_mask is None else cond_mask.shape}.")
+    if self.causal_temporal and any(self.temporal_downsample):
+      raise ValueError("causal_temporal needs a U-Net without temporal down-sampling "
+                       "(a strided temporal conv would let frame i see frame i + 1).")
+    if is_image is not None:
+      if jnp.shape(is_image) != (b,):
+        raise ValueError(f"is_image must have shape [B] = ({b},), got {jnp.shape(is_image)}.")
+      if any(self.temporal_downsample):
+        raise ValueError("is_image (joint image-video training) needs a U-Net without "
+                         "temporal down-sampling: it would mix an image example's frames.")
+
+  @nn.compact
+  def __call__(self, z: Array, logsnr: Array, *, text: Array | None = None,
+               text_mask: Array | None = None, cond_video: Array | None = None,
+               cond_mask: Array | None = None, aug_logsnr: Array | None = None,
+               is_image: Array | None = None, train: bool = False) -> Array:
+    """Predicts eps, x0 or v (whatever it is trained for) for z.
+
+    Args:
+      z: noisy video [B, T, H, W, in_channels].
+      logsnr: [B] noise levels.
+      text, text_mask: [B, L, text_dim] embeddings and [B, L] mask (1 = real token).
+      cond_video: SSR: low-res video [B, T, h, w, C]; TSR: [B, T, H, W, C] from
+        `place_frames`.
+      cond_mask: TSR only: [B, T], 1 on given frames.
+      aug_logsnr: [B] augmentation level of cond_video (see diffusion.conditioning).
+      is_image: [B] bool; True makes that example's frames independent images.
+      train: enables dropout (needs a 'dropout' rng).
+
+    Returns:
+      [B, T, H, W, out_channels] float32.
+    """
+    self._check_inputs(z, logsnr, text, text_mask, cond_video, cond_mask, aug_logsnr,
+                       is_image)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    b, t, h, w, _ = z.shape
+    emb_dim = 4 * self.base_channels
+    emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
+                                use_aug_level=self.cond != "none", name="cond_emb", **kw)(
+                                    logsnr, text, text_mask, aug_logsnr)  # [B, E]
+    x = z
+    if self.cond == "ssr":
+      x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
+    elif self.cond == "tsr":
+      m = cond_mask.astype(x.dtype)[:, :, None, None, None]
+      x = jnp.concatenate([x, cond_video.astype(x.dtype) * m,
+                           jnp.broadcast_to(m, (b, t, h, w, 1))], axis=-1)
+    text = None if not self.text_dim else text.astype(self.dtype)
+
+    policy = REMAT_POLICIES[self.remat]
+    stage_cls = Stage if self.remat == "none" else nn.remat(Stage, policy=policy)
+    levels = len(self.channel_mult)
+
+    def stage(features, level, name):
+      return stage_cls(
+          features, temporal_conv=level in self.temporal_conv_levels,
+          spatial_attn=level in self.spatial_attn_levels,
+          temporal_attn=level in self.temporal_attn_levels,
+          cross_attn=bool(self.text_dim) and level in self.cross_attn_levels,
+          head_dim=self.head_dim, causal=self.causal_temporal, dropout=self.dropout,
+          deterministic=not train, name=name, **kw)
+
+    rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
+    x = constrain(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
+        x.astype(self.dtype)))
+    skips = [x]
+    for level, mult in enumerate(self.channel_mult):
+      for i in range(self.num_res_blocks):
+        x = stage(self.base_channels * mult, level, f"down{level}_{i}")(
+            x, emb, is_image, text, text_mask)
+        skips.append(x)
+      if level < levels - 1:
+        tdown = self.temporal_downsample[level]
+        x = constrain(conv3d(x.shape[-1], (3 if tdown else 1, 3, 3),
+                             strides=(2 if tdown else 1, 2, 2), name=f"down{level}_sample",
+                             **kw)(x))
+        skips.append(x)
+    mid = self.base_channels * self.channel_mult[-1]
+    x = stage(mid, levels - 1, "mid_0")(x, emb, is_image, text, text_mask)
+    x = stage(mid, levels - 1, "mid_1")(x, emb, is_image, text, text_mask)
+    for level in reversed(range(levels)):
+      for i in range(self.num_res_blocks + 1):
+        x = jnp.concatenate([x, skips.pop()], axis=-1)
+        x = stage(self.base_channels * self.channel_mult[level], level, f"up{level}_{i}")(
+            x, emb, is_image, text, text_mask)
+      if level > 0:
+        tup = self.temporal_downsample[level - 1]
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        if tup:
+          x = jnp.repeat(x, 2, axis=1)
+        x = constrain(conv3d(x.shape[-1], (1, 3, 3), name=f"up{level}_sample", **kw)(x))
+    x = nn.silu(per_frame(group_norm(math.gcd(32, x.shape[-1]), name="out_norm", **kw), x))
+    rgb_out = ("conv_t", "conv_h", "conv_w", "conv_in", "image_channels")
+    out = conv3d(self.out_channels, (1, 3, 3), zero_init=True, axes=rgb_out, name="out",
+                 **kw)(x)
+    return out.astype(jnp.float32)
+
+
+def example_inputs(model: UNet3D, z_shape: Sequence[int], text_len: int = 16,
+                   ssr_factor: int = 4) -> dict:
+  """Abstract (ShapeDtypeStruct) keyword inputs a model needs, for eval_shape / AOT."""
+  b, t, h, w, _ = z_shape
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
+  kw = {}
+  if model.text_dim:
+    kw.update(text=f32(b, text_len, model.text_dim), text_mask=f32(b, text_len))
+  if model.cond == "ssr":
+    kw.update(cond_video=f32(b, t, h // ssr_factor, w // ssr_factor, model.cond_channels),
+              aug_logsnr=f32(b))
+  elif model.cond == "tsr":
+    kw.update(cond_video=f32(b, t, h, w, model.cond_channels), cond_mask=f32(b, t),
+              aug_logsnr=f32(b))
+  return kw
+
+
+def count_params(model: UNet3D, z_shape: Sequence[int], text_len: int = 16) -> int:
+  """Parameter count from abstract shapes only (jax.eval_shape: nothing allocated)."""
+  kwargs = example_inputs(model, z_shape, text_len)
+  shapes = jax.eval_shape(
+      lambda rng, z, logsnr, kw: model.init(rng, z, logsnr, **kw), jax.random.PRNGKey(0),
+      jax.ShapeDtypeStruct(tuple(z_shape), jnp.float32),
+      jax.ShapeDtypeStruct((z_shape[0],), jnp.float32), kwargs)
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
