@@ -122,7 +122,8 @@ def test_inflated_video_model_equals_image_model_frame_by_frame(base):
   np.testing.assert_allclose(out, per_frame.reshape(out.shape), atol=2e-5)
   narrow = jax.eval_shape(lambda: UNet3D(**{**image_config_of(TINY), "base_channels": 8}).init(
       jax.random.PRNGKey(1), Z[:, :1], LOGSNR, text=TEXT, text_mask=MASK))
-  with pytest.raises(ValueError, match=r"Parameter shapes differ.*image \(1, 3, 3, 8, 8\) vs video \(1, 3, 3, 16, 16\)"):
+  with pytest.raises(ValueError, match=r"Parameter shapes differ.*"
+                                       r"image \(1, 3, 3, 8, 8\) vs video \(1, 3, 3, 16, 16\)"):
     inflate(nn.meta.unbox(narrow), video_params)
 
 
@@ -199,7 +200,8 @@ def test_input_errors_name_expected_and_given():
   init = lambda z, **kw: model.init(jax.random.PRNGKey(0), z, LOGSNR, **kw)  # noqa: E731
   with pytest.raises(ValueError, match=r"T, H, W = 4, 7, 8 must be divisible .* 1, 2, 2"):
     init(jnp.zeros((B, T, 7, 8, 3)), text=TEXT, text_mask=MASK)
-  with pytest.raises(ValueError, match=r"Expected z of shape \[B, T, H, W, 3\], got \(2, 4, 8, 8, 4\)"):
+  with pytest.raises(ValueError,
+                     match=r"Expected z of shape \[B, T, H, W, 3\], got \(2, 4, 8, 8, 4\)"):
     init(jnp.zeros((B, T, H, W, 4)), text=TEXT, text_mask=MASK)
   with pytest.raises(ValueError, match=r"Expected text embeddings \[2, L, 12\], got \(2, 5, 7\)"):
     init(Z, text=TEXT[..., :7], text_mask=MASK)
@@ -213,3 +215,17 @@ def test_input_errors_name_expected_and_given():
         jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK, is_image=jnp.ones(2, bool))
   with pytest.raises(ValueError, match="Cannot place 3 frames"):
     place_frames(jnp.zeros((1, 3, 4, 4, 3)), 4, stride=2)
+
+
+def test_temporal_downsampling_and_image_mode_shapes():
+  # Abstract evaluation: the shapes and the checks, without compiling a forward pass.
+  kw = dict(text=TEXT, text_mask=MASK)
+  for fields, t in [({"temporal_downsample": (True,)}, 4), (image_config_of(TINY), 1)]:
+    model = UNet3D(**{**TINY, **fields})
+    z = jax.ShapeDtypeStruct((B, t, H, W, 3), jnp.float32)
+    out = jax.eval_shape(lambda z: model.init_with_output(jax.random.PRNGKey(0), z, LOGSNR,
+                                                          **kw)[0], z)
+    assert out.shape == z.shape and out.dtype == jnp.float32
+  with pytest.raises(ValueError, match=r"T, H, W = 3, 8, 8 must be divisible .* 2, 2, 2"):
+    UNet3D(**{**TINY, "temporal_downsample": (True,)}).init(
+        jax.random.PRNGKey(0), jnp.zeros((B, 3, H, W, 3)), LOGSNR, **kw)

@@ -25,11 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from videojax.nn.layers import dense
+from videojax.nn.layers import constrain_video, dense
 
 Array = jax.Array
-
-VIDEO_AXES = ("batch", "frames", "height", "width", "embed")
 
 _ONES_EMBED = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
 _ZEROS_EMBED = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",))
@@ -142,7 +140,7 @@ class SpatialAttention(nn.Module):
     o = o.reshape(b * t, h * w, c)  # [B*T, H*W, C]
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     out = x + o.reshape(b, t, h, w, c).astype(x.dtype)  # [B, T, H, W, C]
-    return nn.with_logical_constraint(out, VIDEO_AXES)
+    return constrain_video(out)
 
 
 class TemporalAttention(nn.Module):
@@ -227,7 +225,7 @@ class TemporalAttention(nn.Module):
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     o = o.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)  # [B, T, H, W, C]
     out = x + o.astype(x.dtype)
-    return nn.with_logical_constraint(out, VIDEO_AXES)
+    return constrain_video(out)
 
 
 class CrossAttention(nn.Module):
@@ -301,4 +299,4 @@ class CrossAttention(nn.Module):
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     o = jnp.where(has_text[:, None, None], o, 0)
     out = x + o.reshape(b, t, h, w, c).astype(x.dtype)  # [B, T, H, W, C]
-    return nn.with_logical_constraint(out, VIDEO_AXES)
+    return constrain_video(out)

@@ -70,6 +70,12 @@ class NoiseLevelEmbedding(nn.Module):
 # Factorized space-time layers on channels-last video [B, T, H, W, C].
 
 CONV_AXES = ("conv_t", "conv_h", "conv_w", "conv_in", "conv_out")
+VIDEO_AXES = ("batch", "frames", "height", "width", "embed")  # activations [B, T, H, W, C]
+
+
+def constrain_video(x: Array) -> Array:
+  """Logical sharding constraint on a block-boundary activation [B, T, H, W, C]."""
+  return nn.with_logical_constraint(x, VIDEO_AXES)
 
 
 def conv3d(features: int, kernel: tuple[int, int, int], *, strides=(1, 1, 1),

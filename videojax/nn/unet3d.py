@@ -29,22 +29,17 @@ import jax.numpy as jnp
 
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from videojax.nn.conditioning import ConditioningEmbedding, upsample_video
-from videojax.nn.layers import FiLM, TemporalConv, conv3d, group_norm, per_frame
+from videojax.nn.layers import (FiLM, TemporalConv, constrain_video, conv3d, group_norm,
+                                per_frame)
 
 Array = jax.Array
 
-ACT_AXES = ("batch", "frames", "height", "width", "embed")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 CONDITIONINGS = ("none", "ssr", "tsr")
-
-
-def constrain(x: Array) -> Array:
-  """Logical sharding constraint on a block-boundary activation [B, T, H, W, C]."""
-  return nn.with_logical_constraint(x, ACT_AXES)
 
 
 class ResBlock(nn.Module):
@@ -72,7 +67,7 @@ class ResBlock(nn.Module):
     h = conv3d(self.features, (1, 3, 3), zero_init=True, **kw)(h)
     if x.shape[-1] != self.features:
       x = conv3d(self.features, (1, 1, 1), **kw)(x)
-    return constrain(x + h)
+    return constrain_video(x + h)
 
 
 class Stage(nn.Module):
@@ -103,7 +98,7 @@ class Stage(nn.Module):
                             **kw)(x, is_image)
     if self.cross_attn:
       x = CrossAttention(num_heads=heads, name="cross_attn", **kw)(x, text, text_mask)
-    return constrain(x)
+    return constrain_video(x)
 
 
 class UNet3D(nn.Module):
@@ -257,7 +252,7 @@ class UNet3D(nn.Module):
           deterministic=not train, name=name, **kw)
 
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
-    x = constrain(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
+    x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
         x.astype(self.dtype)))
     skips = [x]
     for level, mult in enumerate(self.channel_mult):
@@ -267,7 +262,7 @@ class UNet3D(nn.Module):
         skips.append(x)
       if level < levels - 1:
         tdown = self.temporal_downsample[level]
-        x = constrain(conv3d(x.shape[-1], (3 if tdown else 1, 3, 3),
+        x = constrain_video(conv3d(x.shape[-1], (3 if tdown else 1, 3, 3),
                              strides=(2 if tdown else 1, 2, 2), name=f"down{level}_sample",
                              **kw)(x))
         skips.append(x)
@@ -284,7 +279,7 @@ class UNet3D(nn.Module):
         x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
         if tup:
           x = jnp.repeat(x, 2, axis=1)
-        x = constrain(conv3d(x.shape[-1], (1, 3, 3), name=f"up{level}_sample", **kw)(x))
+        x = constrain_video(conv3d(x.shape[-1], (1, 3, 3), name=f"up{level}_sample", **kw)(x))
     x = nn.silu(per_frame(group_norm(math.gcd(32, x.shape[-1]), name="out_norm", **kw), x))
     rgb_out = ("conv_t", "conv_h", "conv_w", "conv_in", "image_channels")
     out = conv3d(self.out_channels, (1, 3, 3), zero_init=True, axes=rgb_out, name="out",
