@@ -1,0 +1,94 @@
+"""The one place that touches TensorFlow Datasets: builders, building, data sources.
+
+Our datasets are tfds `GeneratorBasedBuilder`s written as ArrayRecord files and read
+back with random access (`as_data_source`), which needs no TensorFlow. Frames are a
+`tfds.features.Tensor` of uint8 [T, H, W, 3] with ZLIB encoding (the `Video`
+feature needs TensorFlow). Every example has:
+  video    uint8 [T, H, W, 3]
+  caption  text ('' for an unlabeled clip)
+  index    int64, the example's position in its split (records are stored shuffled)
+plus whatever a dataset adds (`extra_features`).
+
+Public tfds video datasets (ucf101, ...) that a user has downloaded keep working
+through `tfds.load` when TensorFlow is installed; that path is optional and not
+exercised here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+class VideoBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of our video datasets. Subclasses set VERSION and BUILDER_CONFIGS and define
+
+    frame_shape(self) -> (T, H, W)          from self.builder_config
+    split_sizes(self) -> {split: n}
+    generate(self, split) -> iterator of (index, example dict)
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def extra_features(self) -> Mapping[str, Any]:
+    return {}
+
+  def frame_shape(self) -> tuple[int, int, int]:
+    raise NotImplementedError
+
+  def split_sizes(self) -> Mapping[str, int]:
+    raise NotImplementedError
+
+  def generate(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    t, h, w = self.frame_shape()
+    features = {
+        "video": tfds.features.Tensor(shape=(t, h, w, 3), dtype=np.uint8,
+                                      encoding=tfds.features.Encoding.ZLIB),
+        "caption": tfds.features.Text(),
+        "index": tfds.features.Scalar(dtype=np.int64),
+        **self.extra_features(),
+    }
+    # Built outside a registered package: DatasetInfo is made here, not read from files.
+    return tfds.core.DatasetInfo(builder=self, description=(self.__doc__ or "").strip(),
+                                 features=tfds.features.FeaturesDict(features))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # nothing is downloaded: every dataset here is made or local
+    return {split: self._generate_examples(split) for split in self.split_sizes()}
+
+  def _generate_examples(self, split):
+    yield from self.generate(split)
+
+
+def build(builder_cls: type[VideoBuilder], config: str | tfds.core.BuilderConfig | None = None,
+          data_dir: str | None = None, **kwargs) -> VideoBuilder:
+  """Builds a dataset (once; an existing build is reused) and returns its builder.
+
+  Args:
+    builder_cls: a `VideoBuilder` subclass.
+    config: a builder config name or object (default: the first).
+    data_dir: where the ArrayRecord files go (default ~/tensorflow_datasets).
+    **kwargs: passed to the builder (e.g. the source folder of `video_folder`).
+  """
+  kw = dict(kwargs)
+  if config is not None:
+    kw["config"] = config
+  builder = builder_cls(data_dir=data_dir or DEFAULT_DATA_DIR, file_format="array_record", **kw)
+  builder.download_and_prepare()
+  return builder
+
+
+def data_source(builder: VideoBuilder, split: str):
+  """Random-access source of decoded examples (numpy; no TensorFlow) for one split."""
+  splits = list(builder.info.splits.keys())
+  if split not in splits:
+    raise ValueError(f"Dataset {builder.name!r} has no split {split!r}; it has {splits}.")
+  return builder.as_data_source(split=split)
