@@ -1,0 +1,195 @@
+"""The input pipeline: one grain pipeline that serves every stage of the cascade.
+
+source (tfds data source, random access) -> per-process shard -> shuffle(seed) ->
+repeat -> per-example stage view (random temporal crop at the stage's frame rate,
+spatial resize / crop, [-1, 1] scaling, conditioning inputs, is_image, tokens) ->
+batch -> (optionally) global jax.Arrays placed with the mesh's data sharding.
+
+Per-stage views of one example (`StageView`):
+  base  video [T, H, W, 3] at the stage's frame rate and size.
+  tsr   video at the high frame rate, plus cond_video = the video on every
+        `temporal_factor`-th frame (zeros elsewhere) and cond_frames_mask [T]: the
+        same layout as `videojax.nn.conditioning.place_frames`.
+  ssr   the high-resolution target (optionally a random square crop, as Imagen trains
+        its SR stages on crops), plus cond_video = `downsample(target, factor)`, the
+        same function the cascade uses to make a low-resolution input.
+Randomness is grain's per-example seed derived from (seed, index), so the batches are
+a function of (seed, step) and the iterator state (`get_state` / `set_state`) is all
+a resumed run needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from videojax.data.tokenizer import WordTokenizer
+
+STAGE_KINDS = ("base", "tsr", "ssr")
+
+
+def downsample(video, factor: int, xp=np):
+  """Box-filter spatial downsampling of [..., H, W, C] by an integer factor.
+
+  Written for any array module (`xp=numpy` here, `jax.numpy` in the cascade) so the
+  training pipeline and sampling make the same low-resolution input.
+  """
+  if factor == 1:
+    return video
+  *lead, h, w, c = video.shape
+  if h % factor or w % factor:
+    raise ValueError(f"Cannot downsample {h}x{w} by {factor}: not divisible.")
+  x = xp.reshape(video.astype(xp.float32), (*lead, h // factor, factor, w // factor, factor, c))
+  return xp.mean(x, axis=(-4, -2))
+
+
+def to_float(video_uint8: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return video_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StageView:
+  """What one stage trains on, in terms of its source clips.
+
+  Attributes:
+    kind: 'base', 'tsr' or 'ssr'.
+    frames, height, width: the stage's output video.
+    frame_stride: source frames per output frame (source fps / stage fps).
+    temporal_factor: tsr only: output frames per conditioning frame.
+    spatial_factor: ssr only: output size / conditioning size.
+    crop: ssr only: random square crop of the target (0: the full frame).
+  """
+
+  kind: str = "base"
+  frames: int = 8
+  height: int = 32
+  width: int = 32
+  frame_stride: int = 1
+  temporal_factor: int = 1
+  spatial_factor: int = 1
+  crop: int = 0
+
+  def __post_init__(self):
+    if self.kind not in STAGE_KINDS:
+      raise ValueError(f"Unknown stage kind {self.kind!r}; expected one of {STAGE_KINDS}.")
+    if self.kind == "tsr" and (self.temporal_factor < 2 or
+                               (self.frames - 1) % self.temporal_factor):
+      raise ValueError(
+          f"A tsr view needs temporal_factor >= 2 dividing frames - 1 so that the first and "
+          f"last frames are given; got frames={self.frames}, "
+          f"temporal_factor={self.temporal_factor}.")
+    size = self.crop or self.height
+    if self.kind == "ssr" and (self.spatial_factor < 2 or size % self.spatial_factor or
+                               (self.crop or self.width) % self.spatial_factor):
+      raise ValueError(f"An ssr view needs spatial_factor >= 2 dividing the target size; got "
+                       f"{size}x{self.crop or self.width} and factor {self.spatial_factor}.")
+
+  @property
+  def source_frames(self) -> int:
+    return (self.frames - 1) * self.frame_stride + 1
+
+
+class ToStageView(grain.transforms.RandomMap):
+  """One decoded dataset example -> the training example of a stage."""
+
+  def __init__(self, view: StageView, tokenizer: WordTokenizer | None,
+               image_fraction: float = 0.0):
+    if not 0.0 <= image_fraction <= 1.0:
+      raise ValueError(f"image_fraction must be in [0, 1], got {image_fraction}.")
+    self.view, self.tokenizer, self.image_fraction = view, tokenizer, image_fraction
+
+  def random_map(self, ex: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    v = self.view
+    video = ex["video"]  # uint8 [Ts, Hs, Ws, 3]
+    ts, hs, ws = video.shape[:3]
+    if ts < v.source_frames:
+      raise ValueError(
+          f"Example {ex.get('index')} has {ts} frames but the stage needs {v.source_frames} "
+          f"({v.frames} frames at stride {v.frame_stride}); build clips of at least that "
+          "many frames.")
+    is_image = bool(rng.random() < self.image_fraction)
+    if is_image:  # independent frames: random times of the clip, in random order
+      clip = video[rng.choice(ts, size=v.frames, replace=ts < v.frames)]
+    else:  # random temporal crop at the stage's frame rate
+      start = int(rng.integers(0, ts - v.source_frames + 1))
+      clip = video[start:start + v.source_frames:v.frame_stride]
+    if hs % v.height or ws % v.width or hs // v.height != ws // v.width:
+      raise ValueError(f"Source frames {hs}x{ws} must be an integer multiple of the stage's "
+                       f"{v.height}x{v.width}; build the dataset at a matching size.")
+    x = downsample(to_float(clip), hs // v.height)  # [T, H, W, 3] in [-1, 1]
+    out: dict[str, Any] = {"is_image": np.bool_(is_image)}
+    if v.kind == "ssr":
+      if v.crop:
+        y0 = int(rng.integers(0, v.height - v.crop + 1))
+        x0 = int(rng.integers(0, v.width - v.crop + 1))
+        x = x[:, y0:y0 + v.crop, x0:x0 + v.crop]
+      out["cond_video"] = downsample(x, v.spatial_factor)
+    elif v.kind == "tsr":
+      mask = np.zeros(v.frames, np.float32)
+      mask[::v.temporal_factor] = 1.0
+      out["cond_video"] = x * mask[:, None, None, None]
+      out["cond_frames_mask"] = mask
+    out["video"] = x.astype(np.float32)
+    if self.tokenizer is not None:
+      caption = ex["caption"]
+      caption = caption.decode() if isinstance(caption, bytes) else str(caption)
+      out["text_tokens"], out["text_mask"] = self.tokenizer.encode(caption)
+    return out
+
+
+def make_dataset(source: Sequence[dict[str, Any]], view: StageView, *, batch_size: int,
+                 seed: int, tokenizer: WordTokenizer | None = None,
+                 image_fraction: float = 0.0, shuffle: bool = True,
+                 num_epochs: int | None = None, process_index: int = 0,
+                 process_count: int = 1) -> grain.MapDataset:
+  """The batched dataset of one stage, for one process.
+
+  Args:
+    source: random-access examples (a tfds data source, or any sequence of dicts
+      with 'video' uint8 [T, H, W, 3] and 'caption').
+    view: the stage's view.
+    batch_size: per-process batch size (global batch / process_count).
+    seed: shuffling and per-example randomness.
+    tokenizer: turns captions into text_tokens / text_mask; None for no text.
+    image_fraction: probability that an example is a set of independent frames
+      (is_image, VDM's joint image-video training).
+    shuffle: shuffle the examples (each epoch differently when repeated).
+    num_epochs: None repeats forever.
+    process_index, process_count: this host's shard of the source
+      (jax.process_index() / jax.process_count() on a pod).
+
+  Returns:
+    A grain MapDataset of batches (dicts of numpy arrays with a leading batch axis).
+  """
+  if len(source) == 0:
+    raise ValueError("The data source is empty.")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count}).")
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)
+  ds = ds.random_map(ToStageView(view, tokenizer, image_fraction), seed=seed)
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def make_iterator(dataset: grain.MapDataset, state: dict | None = None):
+  """A checkpointable iterator (grain DatasetIterator): `get_state()` / `set_state()`."""
+  it = iter(dataset.to_iter_dataset())
+  if state is not None:
+    it.set_state(state)
+  return it
+
+
+def to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
+  """Per-process numpy batch -> global jax.Arrays sharded over the mesh's batch axes."""
+  import jax  # the pipeline itself stays numpy-only
+
+  from videojax.parallel.sharding import batch_sharding
+
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), v)
+          for k, v in batch.items()}
