@@ -86,6 +86,40 @@ def build(builder_cls: type[VideoBuilder], config: str | tfds.core.BuilderConfig
   return builder
 
 
+# name -> (module, class): imported on demand so `import videojax.data` stays light.
+DATASETS = {
+    "moving_shapes": ("videojax.data.moving_shapes", "MovingShapes"),
+    "moving_digits": ("videojax.data.moving_digits", "MovingDigits"),
+    "video_folder": ("videojax.data.video_folder", "VideoFolder"),
+    "image_folder": ("videojax.data.video_folder", "ImageFolder"),
+}
+
+
+def get_builder_class(name: str) -> type[VideoBuilder]:
+  """The builder class of a dataset name (one of DATASETS)."""
+  import importlib
+
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; expected one of {sorted(DATASETS)}.")
+  module, cls = DATASETS[name]
+  return getattr(importlib.import_module(module), cls)
+
+
+def load(name: str, config: str | None = None, data_dir: str | None = None,
+         **kwargs) -> VideoBuilder:
+  """The builder of an already built dataset; fails, naming the command, if it is not."""
+  data_dir = data_dir or DEFAULT_DATA_DIR
+  kw = dict(kwargs, **({"config": config} if config else {}))
+  builder = get_builder_class(name)(data_dir=data_dir, file_format="array_record", **kw)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"Dataset {name}/{builder.builder_config.name if builder.builder_config else ''} is not "
+        f"built in {data_dir}; build it with: python -m experiments.build_dataset "
+        f"--dataset={name}" + (f" --config={config}" if config else "") +
+        f" --data_dir={data_dir}")
+  return builder
+
+
 def data_source(builder: VideoBuilder, split: str):
   """Random-access source of decoded examples (numpy; no TensorFlow) for one split."""
   splits = list(builder.info.splits.keys())

@@ -1,0 +1,37 @@
+r"""Builds a dataset as ArrayRecord files (no TensorFlow needed).
+
+  python -m experiments.build_dataset --dataset=moving_shapes --config=base --data_dir=DIR
+  python -m experiments.build_dataset --dataset=moving_digits --config=base --data_dir=DIR
+  python -m experiments.build_dataset --dataset=video_folder --folder=MY_VIDEOS \
+      --config=clips16_64 --data_dir=DIR
+  python -m experiments.build_dataset --dataset=image_folder --folder=MY_IMAGES --data_dir=DIR
+
+An existing build is reused; prints the splits and their sizes.
+"""
+
+from absl import app, flags
+
+from videojax.data import builders
+
+_DATASET = flags.DEFINE_enum("dataset", None, sorted(builders.DATASETS), "Dataset to build.")
+_CONFIG = flags.DEFINE_string("config", None, "Builder config name (default: the first).")
+_DATA_DIR = flags.DEFINE_string("data_dir", builders.DEFAULT_DATA_DIR, "Output directory.")
+_FOLDER = flags.DEFINE_string("folder", None, "Source folder (video_folder, image_folder).")
+flags.mark_flag_as_required("dataset")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  kwargs = {"folder": _FOLDER.value} if _FOLDER.value else {}
+  if _DATASET.value in ("video_folder", "image_folder") and not _FOLDER.value:
+    raise app.UsageError(f"--dataset={_DATASET.value} needs --folder=<your files>.")
+  builder = builders.build(builders.get_builder_class(_DATASET.value), _CONFIG.value,
+                           data_dir=_DATA_DIR.value, **kwargs)
+  for split, info in builder.info.splits.items():
+    print(f"{builder.name}/{builder.builder_config.name}  {split}: {info.num_examples} examples")
+  print(f"in {builder.data_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)
