@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from videojax.data import pipeline as P
-from videojax.data.tokenizer import WordTokenizer
+from videojax.nn.tokenizers import WordTokenizer
 from videojax.nn.conditioning import place_frames
 
 TS, HS = 24, 16  # source clips: 24 frames of 16x16

@@ -5,7 +5,7 @@ import pytest
 
 from videojax.data import builders, pipeline
 from videojax.data.moving_shapes import MovingShapes
-from videojax.data.tokenizer import WordTokenizer
+from videojax.nn.tokenizers import WordTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,14 @@ a resumed run needs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import grain
 import numpy as np
 
-from videojax.data.tokenizer import WordTokenizer
+if TYPE_CHECKING:  # annotations only: the pipeline itself needs no jax
+  from videojax.nn.text import EmbeddingCache
+  from videojax.nn.tokenizers import Tokenizer
 
 STAGE_KINDS = ("base", "tsr", "ssr")
 
@@ -96,11 +98,15 @@ class StageView:
 class ToStageView(grain.transforms.RandomMap):
   """One decoded dataset example -> the training example of a stage."""
 
-  def __init__(self, view: StageView, tokenizer: WordTokenizer | None,
-               image_fraction: float = 0.0):
+  def __init__(self, view: StageView, tokenizer: Tokenizer | None,
+               image_fraction: float = 0.0, text_cache: EmbeddingCache | None = None):
     if not 0.0 <= image_fraction <= 1.0:
       raise ValueError(f"image_fraction must be in [0, 1], got {image_fraction}.")
+    if tokenizer is not None and text_cache is not None:
+      raise ValueError("Pass a tokenizer (the encoder runs in training) or a text_cache "
+                       "(precomputed embeddings), not both.")
     self.view, self.tokenizer, self.image_fraction = view, tokenizer, image_fraction
+    self.text_cache = text_cache
 
   def random_map(self, ex: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     v = self.view
@@ -134,15 +140,18 @@ class ToStageView(grain.transforms.RandomMap):
       out["cond_video"] = x * mask[:, None, None, None]
       out["cond_frames_mask"] = mask
     out["video"] = x.astype(np.float32)
+    caption = ex.get("caption", b"")
+    caption = caption.decode() if isinstance(caption, bytes) else str(caption)
     if self.tokenizer is not None:
-      caption = ex["caption"]
-      caption = caption.decode() if isinstance(caption, bytes) else str(caption)
       out["text_tokens"], out["text_mask"] = self.tokenizer.encode(caption)
+    elif self.text_cache is not None:
+      out["text_embeddings"], out["text_mask"] = self.text_cache.lookup(caption)
     return out
 
 
 def make_dataset(source: Sequence[dict[str, Any]], view: StageView, *, batch_size: int,
-                 seed: int, tokenizer: WordTokenizer | None = None,
+                 seed: int, tokenizer: Tokenizer | None = None,
+                 text_cache: EmbeddingCache | None = None,
                  image_fraction: float = 0.0, shuffle: bool = True,
                  num_epochs: int | None = None, process_index: int = 0,
                  process_count: int = 1) -> grain.MapDataset:
@@ -154,7 +163,9 @@ def make_dataset(source: Sequence[dict[str, Any]], view: StageView, *, batch_siz
     view: the stage's view.
     batch_size: per-process batch size (global batch / process_count).
     seed: shuffling and per-example randomness.
-    tokenizer: turns captions into text_tokens / text_mask; None for no text.
+    tokenizer: turns captions into text_tokens / text_mask (the encoder runs in the
+      train step); None for no text.
+    text_cache: instead, precomputed text_embeddings / text_mask read by caption.
     image_fraction: probability that an example is a set of independent frames
       (is_image, VDM's joint image-video training).
     shuffle: shuffle the examples (each epoch differently when repeated).
@@ -173,7 +184,7 @@ def make_dataset(source: Sequence[dict[str, Any]], view: StageView, *, batch_siz
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.random_map(ToStageView(view, tokenizer, image_fraction), seed=seed)
+  ds = ds.random_map(ToStageView(view, tokenizer, image_fraction, text_cache), seed=seed)
   return ds.batch(batch_size, drop_remainder=True)
 
 
