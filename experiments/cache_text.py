@@ -4,7 +4,7 @@ r"""Precomputes a frozen text encoder's embeddings of every caption of a built d
   python -m experiments.cache_text --dataset=moving_shapes --config=base --encoder=t5 \
       --path=/ckpt/t5-v1_1-xxl --max_len=128
 
-Writes DATA_DIR/<dataset>/text_cache_<encoder>_<max_len>.npz (never over an existing
+Writes DATA_DIR/<dataset>/<config>/text_cache_<encoder>_<max_len>.npz (never over an existing
 file); the input pipeline then reads embeddings by caption instead of running the
 encoder (`make_dataset(..., text_cache=EmbeddingCache.load(path))`).
 """
@@ -34,7 +34,8 @@ def main(argv):
     src = builders.data_source(builder, split)
     captions.update(src[i]["caption"].decode() for i in range(len(src)))
   encoder = text.build_text_encoder(_ENCODER.value, path=_PATH.value, max_len=_MAX_LEN.value)
-  path = text.cache_path(_DATA_DIR.value, builder.name, encoder.name, _MAX_LEN.value)
+  path = text.cache_path(_DATA_DIR.value, builder.name, builder.builder_config.name,
+                         encoder.name, _MAX_LEN.value)
   cache = text.EmbeddingCache.build(encoder, sorted(captions), path)
   print(f"{len(cache.captions)} captions -> {path} "
         f"({cache.embeddings.shape[1]} tokens x {cache.embeddings.shape[2]} dims)")

@@ -63,7 +63,7 @@ def test_guidance_dropout_rate_and_null_inputs():
 
 
 def test_cache_equals_running_the_encoder_and_feeds_the_pipeline(encoder, tmp_path):
-  path = T.cache_path(str(tmp_path), "toy", encoder.name, 12)
+  path = T.cache_path(str(tmp_path), "toy", "tiny", encoder.name, 12)
   cache = T.EmbeddingCache.build(encoder, CAPTIONS * 3, path)
   assert len(cache.captions) == 4
   emb, mask = encoder.encode_captions(CAPTIONS)

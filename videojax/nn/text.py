@@ -222,9 +222,10 @@ class EmbeddingCache:
     return self.embeddings[row].astype(np.float32), self.masks[row].astype(np.int32)
 
 
-def cache_path(data_dir: str, dataset: str, encoder_name: str, max_len: int) -> str:
-  """Where a dataset's caption embeddings live: next to its ArrayRecord files."""
-  return os.path.join(data_dir, dataset, f"text_cache_{encoder_name}_{max_len}.npz")
+def cache_path(data_dir: str, dataset: str, config: str, encoder_name: str,
+               max_len: int) -> str:
+  """Where a dataset config's caption embeddings live: next to its ArrayRecord files."""
+  return os.path.join(data_dir, dataset, config, f"text_cache_{encoder_name}_{max_len}.npz")
 
 
 
