@@ -91,3 +91,17 @@ def test_truncation_warns_and_empty_caption_is_not_null(caplog):
   assert "truncated to max_len=4" in caplog.text and mask.sum() == 4
   ids, mask = tok.encode("")
   assert mask.sum() == 0  # encoded like any text: the encoder still sees it
+
+
+def test_build_pretrained_encoders_through_one_interface():
+  import os
+  t5_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "t5_tiny")
+  for kind, path, dim in (("t5", t5_dir, 32), ("minilm", None, 384)):
+    enc = T.build_text_encoder(kind, path=path, max_len=10)
+    emb, mask = enc.encode_captions(["a red circle moving left", ""])
+    assert emb.shape == (2, 10, dim) and mask.shape == (2, 10) and enc.frozen
+    assert np.all(np.isfinite(emb)) and mask[1].sum() >= 1  # '' still has eos / [CLS][SEP]
+  with pytest.raises(ValueError, match="needs path="):
+    T.build_text_encoder("t5")
+  with pytest.raises(ValueError, match="Unknown text encoder 'clip'"):
+    T.build_text_encoder("clip")
