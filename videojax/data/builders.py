@@ -28,9 +28,9 @@ DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   """Base of our video datasets. Subclasses set VERSION and BUILDER_CONFIGS and define
 
-    frame_shape(self) -> (T, H, W)          from self.builder_config
-    split_sizes(self) -> {split: n}
     generate(self, split) -> iterator of (index, example dict)
+    frame_shape(self) -> (T, H, W)  (default: config.frames, .height, .width)
+    split_sizes(self) -> {split: n}  (default: config.train/validation/test_size)
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -38,11 +38,20 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   def extra_features(self) -> Mapping[str, Any]:
     return {}
 
+  def _config(self):
+    """The builder config, validated (subclasses add their checks)."""
+    return self.builder_config
+
   def frame_shape(self) -> tuple[int, int, int]:
-    raise NotImplementedError
+    """(T, H, W); by default the config's frames, height and width fields."""
+    cfg = self._config()
+    return cfg.frames, cfg.height, cfg.width
 
   def split_sizes(self) -> Mapping[str, int]:
-    raise NotImplementedError
+    """{split: n}; by default the config's train/validation/test_size fields."""
+    cfg = self._config()
+    return {"train": cfg.train_size, "validation": cfg.validation_size,
+            "test": cfg.test_size}
 
   def generate(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
     raise NotImplementedError

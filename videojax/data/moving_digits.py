@@ -196,15 +196,6 @@ class MovingDigits(VideoBuilder):
     check_size(cfg.frames, cfg.height, cfg.width, min_size=MIN_SIZE)
     return cfg
 
-  def frame_shape(self) -> tuple[int, int, int]:
-    cfg = self._config()
-    return cfg.frames, cfg.height, cfg.width
-
-  def split_sizes(self) -> Mapping[str, int]:
-    cfg = self._config()
-    return {"train": cfg.train_size, "validation": cfg.validation_size,
-            "test": cfg.test_size}
-
   def extra_features(self) -> Mapping[str, Any]:
     return {
         "label": tfds.features.Scalar(dtype=np.int64),

@@ -336,15 +336,6 @@ class MovingShapes(VideoBuilder):
       raise ValueError(f"num_objects must be 1 or 2, got {cfg.num_objects}.")
     return cfg
 
-  def frame_shape(self) -> tuple[int, int, int]:
-    cfg = self._config()
-    return cfg.frames, cfg.height, cfg.width
-
-  def split_sizes(self) -> Mapping[str, int]:
-    cfg = self._config()
-    return {"train": cfg.train_size, "validation": cfg.validation_size,
-            "test": cfg.test_size}
-
   def extra_features(self) -> Mapping[str, Any]:
     n = self._config().num_objects
     return {
