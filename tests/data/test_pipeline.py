@@ -1,6 +1,5 @@
 """The input pipeline on a synthetic source whose pixels encode (example, frame)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
