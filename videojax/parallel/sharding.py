@@ -76,3 +76,22 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh,
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Sharding of a [B, ...] input: batch over ('data', 'fsdp'), the rest replicated."""
   return NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def sharded_init(init_fn, mesh: Mesh, rules: Sequence[tuple[str, Any]] = UNET_RULES):
+  """The one sharding recipe: abstract init -> logical specs -> NamedShardings -> jit.
+
+  Args:
+    init_fn: () -> a pytree whose parameters are boxed with logical names (flax
+      `nn.with_logical_partitioning`); e.g. a TrainState built from `model.init`.
+    mesh: the device mesh.
+    rules: logical-to-mesh axis rules.
+
+  Returns:
+    (state, shardings): the state materialised directly sharded (never whole on one
+    device) with its boxes removed, and the matching tree of NamedShardings.
+  """
+  abstract = jax.eval_shape(init_fn)
+  shardings = logical_shardings(abstract, mesh, rules)
+  state = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=shardings)()
+  return state, shardings

@@ -1,0 +1,109 @@
+"""The train step: sharded over a fake 8-device mesh it equals the single-device step."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import unet3d as unet_configs
+from videojax import diffusion
+from videojax.nn.unet3d import UNet3D
+from videojax.parallel import sharding
+from videojax.train import step as S
+
+B, T, H, W, L = 4, 4, 8, 8, 5
+
+
+def _config():
+  c = ml_collections.ConfigDict()
+  c.diffusion = ml_collections.ConfigDict(dict(parameterization="v", weighting="uniform",
+                                               min_snr_gamma=5.0))
+  c.train = ml_collections.ConfigDict(dict(ema_decay=0.9, cond_dropout=0.1, aug_max_level=0.3))
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=2, total_steps=100, end_lr_fraction=0.1,
+      weight_decay=0.0, b1=0.9, b2=0.99, grad_clip=1.0, grad_accum_steps=1, trainable=""))
+  return c
+
+
+def _batch():
+  k = jax.random.split(jax.random.PRNGKey(0), 3)
+  return {"video": jax.random.uniform(k[0], (B, T, H, W, 3), minval=-1, maxval=1),
+          "text_embeddings": jax.random.normal(k[1], (B, L, 12)),
+          "text_mask": jnp.array([[1, 1, 1, 0, 0]] * B, jnp.int32),
+          "is_image": jnp.array([False, True, False, False])}
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = UNet3D(**unet_configs.get_config("tiny").model.to_dict())
+  config = _config()
+  tx, lr = S.make_optimizer(config.optim)
+  batch = _batch()
+
+  def init():
+    params = model.init(jax.random.PRNGKey(0), batch["video"], jnp.zeros((B,)),
+                        text=batch["text_embeddings"], text_mask=batch["text_mask"])
+    return S.init_state(params, tx)
+
+  step = S.make_train_step(model, diffusion.get_schedule("cosine"), tx, config, lr)
+  return model, init, step, batch
+
+
+def test_sharded_step_equals_single_device_step(setup):
+  model, init, step, batch = setup
+  rng = jax.random.PRNGKey(1)
+  single = jax.jit(lambda: nn.meta.unbox(init()))()
+  s1, m1 = jax.jit(step)(single, batch, rng)
+  s1, m1b = jax.jit(step)(s1, batch, rng)
+
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  state, shardings = sharding.sharded_init(init, mesh)
+  put = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
+  with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+    jstep = jax.jit(step, in_shardings=(shardings, None, None), out_shardings=(shardings, None),
+                    donate_argnums=0)
+    s8, m8 = jstep(state, put, rng)
+    s8, m8b = jstep(s8, put, rng)
+  assert np.isfinite(float(m8["loss"])) and int(s8.step) == 2
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  np.testing.assert_allclose(m8b["loss"], m1b["loss"], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+  # Parameters are sharded as the rules say: a conv kernel (.., conv_in, conv_out) is
+  # split over fsdp x tensor = 4 devices, replicated over data.
+  kernel = s8.params["params"]["down1_0"]["res"]["Conv_0"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, None, "fsdp", "tensor")
+  assert kernel.addressable_shards[0].data.shape[-2:] == (kernel.shape[-2] // 2,
+                                                          kernel.shape[-1] // 2)
+
+
+def test_loss_falls_and_freezing_keeps_frozen_params(setup):
+  model, init, step, batch = setup
+  state = jax.jit(lambda: nn.meta.unbox(init()))()
+  jstep = jax.jit(step)
+  losses = []
+  for _ in range(40):  # one batch, fresh noise every step: the loss is noisy, so
+    state, m = jstep(state, batch, jax.random.PRNGKey(2))  # compare 10-step means
+    losses.append(float(m["loss"]))
+  # measured: 0.665 -> 0.564; a step that does not learn stays at ~0.66
+  assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10]), losses
+  # Freezing by name: only temporal layers train (Make-A-Video's recipe).
+  config = _config()
+  config.optim.trainable = r"TemporalConv|temporal_attn"
+  params = state.params  # trained a little: the zero-initialised output conv has moved,
+  tx, _ = S.make_optimizer(config.optim, params)  # so gradients reach the inner layers
+  fstep = jax.jit(S.make_train_step(model, diffusion.get_schedule("cosine"), tx, config))
+  s2 = S.init_state(params, tx)
+  for _ in range(3):  # the warmup's first learning rate is 0
+    s2, _ = fstep(s2, batch, jax.random.PRNGKey(3))
+  flat0 = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat1 = jax.tree.leaves(s2.params)
+  changed = {jax.tree_util.keystr(p): not np.array_equal(a, b) for (p, a), b in zip(flat0, flat1)}
+  assert any(v for k, v in changed.items() if "TemporalConv" in k)
+  assert not any(v for k, v in changed.items() if "TemporalConv" not in k and
+                 "temporal_attn" not in k)
+  with pytest.raises(ValueError, match="No parameter path matches trainable pattern"):
+    S.make_optimizer(ml_collections.ConfigDict({**config.optim.to_dict(), "trainable": "zzz"}),
+                     params)

@@ -1,0 +1,141 @@
+"""The training state, optimizer and the pure train step of a diffusion stage.
+
+`train_step(state, batch, rng) -> (state, metrics)` is pure: its randomness is
+`fold_in(rng, state.step)`, so a run repeats exactly from (seed, step). The step
+combines the network (`nn/`) with the diffusion math (`diffusion/`):
+  - noise levels from the stage's schedule (VDM's low-discrepancy sampler),
+  - the v- (or eps-, x0-) objective with the configured weighting, and a frame mask
+    so that frames given as conditioning (TSR) do not count,
+  - noise-conditioning augmentation of a conditioning video (SSR, TSR),
+  - classifier-free guidance dropout of the text (empty null input),
+  - AdamW with warmup and cosine decay, gradient clipping, gradient accumulation
+    (optax.MultiSteps), parameter freezing by name (a regex of trainable paths), and
+    an EMA of the parameters in the state.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from videojax import diffusion
+from videojax.nn.text import guidance_dropout
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array  # int32 []
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def trainable_mask(params: Any, pattern: str | None) -> Any:
+  """True for parameters whose '/'-joined path matches `pattern` (None: all)."""
+  if not pattern:
+    return jax.tree.map(lambda _: True, params)
+  regex = re.compile(pattern)
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  mask = {k: bool(regex.search(k)) for k in flat}
+  if not any(mask.values()):
+    raise ValueError(f"No parameter path matches trainable pattern {pattern!r}; "
+                     f"paths look like {next(iter(flat))!r}.")
+  return flax.traverse_util.unflatten_dict(mask, sep="/")
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, params: Any = None
+                   ) -> tuple[optax.GradientTransformation, Callable[[Array], Array]]:
+  """(optimizer, learning-rate schedule) from a config's `optim` section.
+
+  Fields: learning_rate, warmup_steps, total_steps, end_lr_fraction, weight_decay,
+  b1, b2, grad_clip, grad_accum_steps, trainable (regex of trainable parameter paths,
+  '' for all; needs `params` to build the mask).
+  """
+  if optim.total_steps <= optim.warmup_steps:
+    raise ValueError(f"optim.total_steps ({optim.total_steps}) must exceed "
+                     f"optim.warmup_steps ({optim.warmup_steps}).")
+  lr = optax.warmup_cosine_decay_schedule(
+      0.0, optim.learning_rate, optim.warmup_steps, optim.total_steps,
+      end_value=optim.learning_rate * optim.end_lr_fraction)
+  tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip),
+                   optax.adamw(lr, b1=optim.b1, b2=optim.b2,
+                               weight_decay=optim.weight_decay))
+  if optim.trainable:
+    if params is None:
+      raise ValueError("Freezing parameters (optim.trainable) needs the parameter tree.")
+    labels = jax.tree.map(lambda t: "train" if t else "freeze",
+                          trainable_mask(params, optim.trainable))
+    tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+  if optim.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=optim.grad_accum_steps)
+  return tx, lr
+
+
+def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+  """A fresh state; the EMA starts at the parameters."""
+  return TrainState(jnp.zeros((), jnp.int32), params, jax.tree.map(jnp.copy, params),
+                    tx.init(params))
+
+
+def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
+                    tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                    lr_fn: Callable[[Array], Array] | None = None):
+  """The pure step of one stage. `config` needs `diffusion` and `train` sections.
+
+  diffusion: parameterization, weighting, min_snr_gamma.
+  train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
+  """
+  d, t = config.diffusion, config.train
+
+  def loss_fn(params, batch, key):
+    x = batch["video"]  # [B, T, H, W, C] in [-1, 1]
+    b = x.shape[0]
+    k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
+    logsnr = diffusion.sample_logsnr(k_t, b, schedule)
+    eps = jax.random.normal(k_eps, x.shape, jnp.float32)
+    z = diffusion.diffuse(x, eps, logsnr)
+    kwargs: dict[str, Any] = {}
+    if "text_embeddings" in batch:
+      emb, mask, _ = guidance_dropout(k_drop, batch["text_embeddings"], batch["text_mask"],
+                                      t.cond_dropout)
+      kwargs.update(text=emb, text_mask=mask)
+    if "cond_video" in batch:
+      level = diffusion.sample_level(k_aug_level, b, t.aug_max_level)
+      cond, aug_logsnr = diffusion.augment(k_aug, batch["cond_video"], schedule=schedule,
+                                           level=level)
+      kwargs.update(cond_video=cond, aug_logsnr=aug_logsnr)
+    frame_mask = None
+    if "cond_frames_mask" in batch:
+      kwargs["cond_mask"] = batch["cond_frames_mask"]
+      frame_mask = 1.0 - batch["cond_frames_mask"]  # given frames do not count
+    if "is_image" in batch:
+      kwargs["is_image"] = batch["is_image"]
+    pred = model.apply(params, z, logsnr, train=True, rngs={"dropout": k_dropout}, **kwargs)
+    loss = diffusion.diffusion_loss(pred, x, eps, logsnr, parameterization=d.parameterization,
+                                    weighting=d.weighting, gamma=d.min_snr_gamma,
+                                    frame_mask=frame_mask)
+    return jnp.mean(loss)
+
+  def train_step(state: TrainState, batch: dict[str, Array], rng: Array
+                 ) -> tuple[TrainState, dict[str, Array]]:
+    key = jax.random.fold_in(rng, state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: t.ema_decay * e + (1.0 - t.ema_decay) * p,
+                       state.ema_params, params)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    if lr_fn is not None:
+      metrics["learning_rate"] = lr_fn(state.step)
+    return TrainState(state.step + 1, params, ema, opt_state), metrics
+
+  return train_step
