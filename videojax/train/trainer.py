@@ -1,0 +1,193 @@
+"""The trainer: one loop that trains any stage from its config.
+
+`train_and_evaluate(config, workdir)` builds the mesh, the data pipeline (with the
+frozen text encoder's embeddings cached next to the dataset), the model and a sharded
+train state, resumes from the workdir's latest checkpoint (parameters, optimizer, EMA
+and the data iterator's position), and runs the jitted step, logging scalars to
+TensorBoard event files, evaluating a held-out loss at fixed noise levels, and
+saving checkpoints. A non-finite loss stops the run at that step, naming it and the
+last good checkpoint; nothing is written after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from videojax import diffusion
+from videojax.data import builders, pipeline
+from videojax.nn import text as text_lib
+from videojax.nn.unet3d import UNet3D
+from videojax.parallel import sharding
+from videojax.train import step as step_lib
+from videojax.train.checkpoint import Checkpointer
+
+Array = jax.Array
+
+
+def _view(d: ml_collections.ConfigDict) -> pipeline.StageView:
+  return pipeline.StageView(d.kind, d.frames, d.height, d.width, d.frame_stride,
+                            d.temporal_factor, d.spatial_factor, d.crop)
+
+
+def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
+  """The frozen encoder's caption embeddings of the dataset, built on first use."""
+  t = config.text
+  path = text_lib.cache_path(data_dir, builder.name, builder.builder_config.name, t.encoder,
+                             t.max_len)
+  if os.path.exists(path):
+    return text_lib.EmbeddingCache.load(path)
+  captions = set()
+  for split in builder.info.splits:
+    src = builders.data_source(builder, split)
+    captions.update(src[i]["caption"].decode() for i in range(len(src)))
+  encoder = text_lib.build_text_encoder(t.encoder, path=t.path or None, max_len=t.max_len)
+  if encoder.dim != config.model.text_dim:
+    raise ValueError(f"config.model.text_dim is {config.model.text_dim} but the "
+                     f"{t.encoder} encoder gives {encoder.dim}-wide embeddings.")
+  return text_lib.EmbeddingCache.build(encoder, sorted(captions), path)
+
+
+def _eval_loss_fn(model, config):
+  """Held-out loss at fixed noise levels (no dropout, no augmentation noise)."""
+  d = config.diffusion
+
+  def eval_loss(params, batch, logsnr_value):
+    x = batch["video"]
+    b = x.shape[0]
+    logsnr = jnp.full((b,), logsnr_value, jnp.float32)
+    eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
+    kwargs = {k2: batch[k1] for k1, k2 in (("text_embeddings", "text"),
+                                           ("text_mask", "text_mask"),
+                                           ("cond_video", "cond_video"),
+                                           ("cond_frames_mask", "cond_mask"),
+                                           ("is_image", "is_image")) if k1 in batch}
+    if "cond_video" in batch:
+      kwargs["aug_logsnr"] = jnp.full((b,), d.logsnr_max, jnp.float32)
+    pred = model.apply(params, diffusion.diffuse(x, eps, logsnr), logsnr, **kwargs)
+    mask = 1.0 - batch["cond_frames_mask"] if "cond_frames_mask" in batch else None
+    return jnp.mean(diffusion.diffusion_loss(pred, x, eps, logsnr,
+                                             parameterization=d.parameterization,
+                                             frame_mask=mask))
+
+  return jax.jit(eval_loss)
+
+
+def _writer(workdir: str):
+  from tensorboardX import SummaryWriter
+
+  return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains a stage; resumes from `workdir` if it holds checkpoints.
+
+  Returns:
+    The last logged metrics (loss, held-out losses, steps/s).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
+                             "tensor": config.mesh.tensor})
+  data_dir = config.data.data_dir or builders.DEFAULT_DATA_DIR
+  builder = builders.build(builders.get_builder_class(config.data.dataset), config.data.config,
+                           data_dir=data_dir)
+  cache = _text_cache(config, builder, data_dir) if config.model.text_dim else None
+  view = _view(config.data)
+  n_proc = jax.process_count()
+  if config.data.batch_size % n_proc:
+    raise ValueError(f"Global batch {config.data.batch_size} must divide by {n_proc} hosts.")
+  make = lambda split, seed, **kw: pipeline.make_dataset(  # noqa: E731
+      builders.data_source(builder, split), view, batch_size=config.data.batch_size // n_proc,
+      seed=seed, text_cache=cache, image_fraction=config.data.image_fraction,
+      process_index=jax.process_index(), process_count=n_proc, **kw)
+  train_ds = make("train", config.seed)
+  eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
+
+  model = UNet3D(**config.model.to_dict())
+  schedule = diffusion.get_schedule(config.diffusion.schedule,
+                                    logsnr_min=config.diffusion.logsnr_min,
+                                    logsnr_max=config.diffusion.logsnr_max)
+  example = train_ds[0]
+  b = config.data.batch_size
+  kwargs = {k2: jnp.asarray(example[k1])[:1].repeat(b, 0) for k1, k2 in (
+      ("text_embeddings", "text"), ("text_mask", "text_mask"), ("cond_video", "cond_video"),
+      ("cond_frames_mask", "cond_mask")) if k1 in example}
+  if "cond_video" in example:
+    kwargs["aug_logsnr"] = jnp.zeros((b,))
+  video = jnp.zeros((b,) + example["video"].shape[1:])
+
+  def init_params():
+    return model.init(jax.random.PRNGKey(config.seed), video, jnp.zeros((b,)), **kwargs)
+
+  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
+  tx, lr_fn = step_lib.make_optimizer(config.optim, params_shape)
+  state, state_shardings = sharding.sharded_init(
+      lambda: step_lib.init_state(init_params(), tx), mesh)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("Model: %s parameters; mesh %s", f"{n_params:,}", dict(mesh.shape))
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                      save_every=config.train.checkpoint_every,
+                      keep=config.train.keep_checkpoints)
+  data_state = None
+  if ckpt.latest_step() is not None:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, state_shardings)
+    state, data_state, _ = ckpt.restore(abstract)
+    logging.info("Resumed from step %d", int(state.step))
+  it = pipeline.make_iterator(train_ds, data_state)
+
+  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
+  with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+    jstep = jax.jit(train_step, in_shardings=(state_shardings, None, None),
+                    out_shardings=(state_shardings, None), donate_argnums=0)
+  eval_loss = _eval_loss_fn(model, config)
+  writer = _writer(workdir) if jax.process_index() == 0 else None
+  rng = jax.random.PRNGKey(config.seed)
+  last: dict[str, Any] = {}
+  start_step, t0 = int(state.step), time.time()
+  while int(state.step) < config.train.num_steps:
+    batch = pipeline.to_global(next(it), mesh)
+    with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+      state, metrics = jstep(state, batch, rng)
+    step = int(state.step)
+    loss = float(metrics["loss"])
+    if not np.isfinite(loss):
+      ckpt.wait()
+      raise FloatingPointError(f"Non-finite loss {loss} at step {step}; last good checkpoint: "
+                               f"step {ckpt.latest_step()} in {workdir}/checkpoints.")
+    if step % config.train.log_every == 0 or step == config.train.num_steps:
+      rate = (step - start_step) / max(time.time() - t0, 1e-9)
+      last = {k: float(v) for k, v in metrics.items()}
+      last["steps_per_second"] = rate
+      last["examples_per_second"] = rate * config.data.batch_size
+      eta = (config.train.num_steps - step) / max(rate, 1e-9)
+      logging.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %.0fs", step,
+                   config.train.num_steps, loss, last["grad_norm"], last.get("learning_rate", 0),
+                   rate, eta)
+      if writer is not None:
+        for k, v in last.items():
+          writer.add_scalar(f"train/{k}", v, step)
+    if step % config.train.eval_every == 0 or step == config.train.num_steps:
+      for l in config.train.eval_logsnrs:
+        vals = [float(eval_loss(state.ema_params, pipeline.to_global(eval_ds[i], mesh), l))
+                for i in range(min(config.train.eval_batches, len(eval_ds)))]
+        last[f"eval_loss_logsnr{l:g}"] = float(np.mean(vals))
+        if writer is not None:
+          writer.add_scalar(f"eval/loss_logsnr{l:g}", last[f"eval_loss_logsnr{l:g}"], step)
+    ckpt.maybe_save(step, state, data_state=it.get_state(), config=config.to_dict())
+  ckpt.save(int(state.step), state, data_state=it.get_state(), config=config.to_dict(),
+            force=True)
+  ckpt.wait()
+  ckpt.close()
+  if writer is not None:
+    writer.close()
+  return last
