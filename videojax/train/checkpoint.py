@@ -17,10 +17,17 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def _name(entry: Any) -> str:
+  for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
 def _paths(tree: Any) -> dict[str, tuple]:
+  """'a/b/c' -> shape, whether the tree holds arrays, dataclasses or saved metadata."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(p): (tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", "")))
-          for p, x in flat}
+  return {"/".join(_name(e) for e in p): tuple(getattr(x, "shape", ())) for p, x in flat}
 
 
 class Checkpointer:
@@ -67,7 +74,7 @@ class Checkpointer:
     if saved is not None:
       want = _paths(abstract_state)
       diff = sorted(set(saved) ^ set(want)) + sorted(
-          k for k in set(saved) & set(want) if saved[k][0] != want[k][0])
+          k for k in set(saved) & set(want) if saved[k] != want[k])
       if diff:
         raise ValueError(f"Checkpoint step {step} does not match the model: differing keys "
                          f"{diff[:10]}{' ...' if len(diff) > 10 else ''}.")
