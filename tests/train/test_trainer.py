@@ -34,3 +34,15 @@ def test_train_resume_equals_uninterrupted(tmp_path):
   a = Checkpointer(str(tmp_path / "a" / "checkpoints"), save_every=10, keep=3)
   b = Checkpointer(str(tmp_path / "b" / "checkpoints"), save_every=10, keep=3)
   assert a.latest_step() == b.latest_step() == 20
+
+
+def test_non_finite_loss_stops_and_writes_nothing_after(tmp_path):
+  c = _config(tmp_path, 20)
+  c.train.checkpoint_every = 1
+  c.optim.learning_rate = float("nan")  # the first update makes every parameter NaN
+  with pytest.raises(FloatingPointError,
+                     match=r"Non-finite loss nan at step 2; last good checkpoint: step 1"):
+    trainer.train_and_evaluate(c, str(tmp_path / "nan"))
+  from videojax.train.checkpoint import Checkpointer
+  assert Checkpointer(str(tmp_path / "nan" / "checkpoints"), save_every=1,
+                      keep=3).all_steps() == [1]
