@@ -80,4 +80,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.data = -1  # data-parallel axis (-1: the remaining devices)
   c.mesh.fsdp = 1  # parameter-sharding axis
   c.mesh.tensor = 1  # tensor-parallel axis
+  c.mesh.num_devices = 0  # devices to use (0: all of them)
   return c

@@ -13,7 +13,7 @@ def _config(tmp, steps):
   c = base_config.get_config("tiny")
   c.data.data_dir = str(tmp / "tfds")
   c.train.num_steps = steps
-  c.data.batch_size = 8  # one example per fake device
+  c.mesh.num_devices = 1  # the loop, not sharding (tests/train/test_step.py does that)
   c.optim.total_steps = 40
   c.train.log_every = 5
   c.train.checkpoint_every = 10

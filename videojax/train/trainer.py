@@ -94,8 +94,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The last logged metrics (loss, held-out losses, steps/s).
   """
   os.makedirs(workdir, exist_ok=True)
+  devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
-                             "tensor": config.mesh.tensor})
+                             "tensor": config.mesh.tensor}, devices)
   data_dir = config.data.data_dir or builders.DEFAULT_DATA_DIR
   builder = builders.build(builders.get_builder_class(config.data.dataset), config.data.config,
                            data_dir=data_dir)
