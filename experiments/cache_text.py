@@ -29,14 +29,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   enable_compilation_cache()
   builder = builders.load(_DATASET.value, _CONFIG.value, _DATA_DIR.value)
-  captions = set()
-  for split in builder.info.splits:
-    src = builders.data_source(builder, split)
-    captions.update(src[i]["caption"].decode() for i in range(len(src)))
   encoder = text.build_text_encoder(_ENCODER.value, path=_PATH.value, max_len=_MAX_LEN.value)
   path = text.cache_path(_DATA_DIR.value, builder.name, builder.builder_config.name,
                          encoder.name, _MAX_LEN.value)
-  cache = text.EmbeddingCache.build(encoder, sorted(captions), path)
+  cache = text.EmbeddingCache.build(encoder, builders.captions(builder), path)
   print(f"{len(cache.captions)} captions -> {path} "
         f"({cache.embeddings.shape[1]} tokens x {cache.embeddings.shape[2]} dims)")
 

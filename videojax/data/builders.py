@@ -16,6 +16,7 @@ exercised here.
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Iterator, Mapping
 
@@ -53,8 +54,9 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
     return {"train": cfg.train_size, "validation": cfg.validation_size,
             "test": cfg.test_size}
 
+  @abc.abstractmethod
   def generate(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    raise NotImplementedError
+    """(index, example) pairs of one split."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     t, h, w = self.frame_shape()
@@ -127,6 +129,15 @@ def load(name: str, config: str | None = None, data_dir: str | None = None,
         f"--dataset={name}" + (f" --config={config}" if config else "") +
         f" --data_dir={data_dir}")
   return builder
+
+
+def captions(builder: VideoBuilder) -> list[str]:
+  """Every distinct caption of every split of a built dataset, sorted."""
+  out = set()
+  for split in builder.info.splits:
+    src = data_source(builder, split)
+    out.update(src[i]["caption"].decode() for i in range(len(src)))
+  return sorted(out)
 
 
 def data_source(builder: VideoBuilder, split: str):

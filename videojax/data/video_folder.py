@@ -31,6 +31,8 @@ image-video training; `frames_as_images` turns a video example into image exampl
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import hashlib
 import json
@@ -271,9 +273,9 @@ class _FolderBuilder(VideoBuilder):
     """Number of source FILES per split (the split names are what matters)."""
     return {s: len(v) for s, v in self._scan().items()}
 
+  @abc.abstractmethod
   def examples_of_file(self, path: str) -> Iterator[tuple[int, np.ndarray]]:
     """(start_frame, uint8 [T, H, W, 3]) per example of one file; VideoReadError if bad."""
-    raise NotImplementedError
 
   def generate(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
     files = self._scan()[split]

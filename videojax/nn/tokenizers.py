@@ -14,6 +14,7 @@ explicit choice (`videojax.nn.text`).
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ def words(text: str) -> list[str]:
   return _WORD.findall(text.lower())
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
   """Base: subclasses implement `_tokenize(text) -> (ids, closing_ids)`."""
 
   pad_id: int = 0
@@ -40,8 +41,9 @@ class Tokenizer:
     self.max_len = max_len
     self._warned = False
 
+  @abc.abstractmethod
   def _tokenize(self, text: str) -> tuple[list[int], list[int]]:
-    raise NotImplementedError
+    """(body ids, closing special ids) of one text, before truncation and padding."""
 
   def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids int32 [max_len], mask int32 [max_len]: 1 on real tokens)."""

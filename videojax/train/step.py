@@ -86,6 +86,17 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
                     tx.init(params))
 
 
+# batch key -> UNet3D keyword argument
+_MODEL_INPUTS = (("text_embeddings", "text"), ("text_mask", "text_mask"),
+                 ("cond_video", "cond_video"), ("cond_frames_mask", "cond_mask"),
+                 ("is_image", "is_image"))
+
+
+def model_inputs(batch: dict[str, Array]) -> dict[str, Array]:
+  """The U-Net's conditioning keyword arguments present in a batch (as given)."""
+  return {arg: batch[key] for key, arg in _MODEL_INPUTS if key in batch}
+
+
 def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
                     tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     lr_fn: Callable[[Array], Array] | None = None):
@@ -103,22 +114,16 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
     logsnr = diffusion.sample_logsnr(k_t, b, schedule)
     eps = jax.random.normal(k_eps, x.shape, jnp.float32)
     z = diffusion.diffuse(x, eps, logsnr)
-    kwargs: dict[str, Any] = {}
-    if "text_embeddings" in batch:
-      emb, mask, _ = guidance_dropout(k_drop, batch["text_embeddings"], batch["text_mask"],
-                                      t.cond_dropout)
-      kwargs.update(text=emb, text_mask=mask)
-    if "cond_video" in batch:
+    kwargs = model_inputs(batch)
+    if "text" in kwargs:
+      kwargs["text"], kwargs["text_mask"], _ = guidance_dropout(
+          k_drop, kwargs["text"], kwargs["text_mask"], t.cond_dropout)
+    if "cond_video" in kwargs:
       level = diffusion.sample_level(k_aug_level, b, t.aug_max_level)
-      cond, aug_logsnr = diffusion.augment(k_aug, batch["cond_video"], schedule=schedule,
-                                           level=level)
-      kwargs.update(cond_video=cond, aug_logsnr=aug_logsnr)
-    frame_mask = None
-    if "cond_frames_mask" in batch:
-      kwargs["cond_mask"] = batch["cond_frames_mask"]
-      frame_mask = 1.0 - batch["cond_frames_mask"]  # given frames do not count
-    if "is_image" in batch:
-      kwargs["is_image"] = batch["is_image"]
+      kwargs["cond_video"], kwargs["aug_logsnr"] = diffusion.augment(
+          k_aug, kwargs["cond_video"], schedule=schedule, level=level)
+    # frames given as conditioning do not count
+    frame_mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
     pred = model.apply(params, z, logsnr, train=True, rngs={"dropout": k_dropout}, **kwargs)
     loss = diffusion.diffusion_loss(pred, x, eps, logsnr, parameterization=d.parameterization,
                                     weighting=d.weighting, gamma=d.min_snr_gamma,

@@ -45,15 +45,11 @@ def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
                              t.max_len)
   if os.path.exists(path):
     return text_lib.EmbeddingCache.load(path)
-  captions = set()
-  for split in builder.info.splits:
-    src = builders.data_source(builder, split)
-    captions.update(src[i]["caption"].decode() for i in range(len(src)))
   encoder = text_lib.build_text_encoder(t.encoder, path=t.path or None, max_len=t.max_len)
   if encoder.dim != config.model.text_dim:
     raise ValueError(f"config.model.text_dim is {config.model.text_dim} but the "
                      f"{t.encoder} encoder gives {encoder.dim}-wide embeddings.")
-  return text_lib.EmbeddingCache.build(encoder, sorted(captions), path)
+  return text_lib.EmbeddingCache.build(encoder, builders.captions(builder), path)
 
 
 def _eval_loss_fn(model, config):
@@ -65,15 +61,11 @@ def _eval_loss_fn(model, config):
     b = x.shape[0]
     logsnr = jnp.full((b,), logsnr_value, jnp.float32)
     eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
-    kwargs = {k2: batch[k1] for k1, k2 in (("text_embeddings", "text"),
-                                           ("text_mask", "text_mask"),
-                                           ("cond_video", "cond_video"),
-                                           ("cond_frames_mask", "cond_mask"),
-                                           ("is_image", "is_image")) if k1 in batch}
-    if "cond_video" in batch:
+    kwargs = step_lib.model_inputs(batch)
+    if "cond_video" in kwargs:
       kwargs["aug_logsnr"] = jnp.full((b,), d.logsnr_max, jnp.float32)
     pred = model.apply(params, diffusion.diffuse(x, eps, logsnr), logsnr, **kwargs)
-    mask = 1.0 - batch["cond_frames_mask"] if "cond_frames_mask" in batch else None
+    mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
     return jnp.mean(diffusion.diffusion_loss(pred, x, eps, logsnr,
                                              parameterization=d.parameterization,
                                              frame_mask=mask))
@@ -118,9 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     logsnr_max=config.diffusion.logsnr_max)
   example = train_ds[0]
   b = config.data.batch_size
-  kwargs = {k2: jnp.asarray(example[k1])[:1].repeat(b, 0) for k1, k2 in (
-      ("text_embeddings", "text"), ("text_mask", "text_mask"), ("cond_video", "cond_video"),
-      ("cond_frames_mask", "cond_mask")) if k1 in example}
+  kwargs = {k: jnp.asarray(v)[:1].repeat(b, 0)
+            for k, v in step_lib.model_inputs(example).items() if k != "is_image"}
   if "cond_video" in example:
     kwargs["aug_logsnr"] = jnp.zeros((b,))
   video = jnp.zeros((b,) + example["video"].shape[1:])
