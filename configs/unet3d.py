@@ -3,7 +3,7 @@
   --config configs/unet3d.py:<variant>
 
 Variants:
-  tiny                      unit tests: seconds on CPU.
+  tiny, tiny_tsr, tiny_ssr  unit tests: seconds on CPU.
   demo_base, demo_tsr, demo_ssr
                             the demo cascade the cascade issue trains on CPU:
                             base 8x16x16 -> TSR 16x16x16 -> SSR 16x64x64.
@@ -29,6 +29,14 @@ _VARIANTS = {
                   temporal_conv_levels=(0, 1), spatial_attn_levels=(1,),
                   temporal_attn_levels=(0, 1), cross_attn_levels=(1,),
                   temporal_downsample=(False,), text_dim=12), (4, 8, 8, 3), None),
+    "tiny_tsr": (dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_dim=8,
+                      temporal_conv_levels=(0, 1), spatial_attn_levels=(),
+                      temporal_attn_levels=(1,), cross_attn_levels=(1,),
+                      temporal_downsample=(False,), text_dim=12, cond="tsr"), (8, 8, 8, 3), None),
+    "tiny_ssr": (dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_dim=8,
+                      temporal_conv_levels=(0, 1), spatial_attn_levels=(),
+                      temporal_attn_levels=(), cross_attn_levels=(1,),
+                      temporal_downsample=(False,), text_dim=12, cond="ssr"), (4, 16, 16, 3), None),
     "demo_base": (dict(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
                        head_dim=32, temporal_conv_levels=(0, 1, 2),
                        spatial_attn_levels=(1, 2), temporal_attn_levels=(1, 2),

@@ -125,8 +125,10 @@ def test_tokenizer():
 def test_bad_pipeline_inputs():
   with pytest.raises(ValueError, match="Unknown stage kind 'vsr'"):
     P.StageView("vsr")
-  with pytest.raises(ValueError, match="temporal_factor >= 2 dividing frames - 1"):
-    P.StageView("tsr", frames=8, temporal_factor=2)
+  with pytest.raises(ValueError, match="2 <= temporal_factor < frames"):
+    P.StageView("tsr", frames=8, temporal_factor=8)
+  assert P.StageView("tsr", frames=8, temporal_factor=2).input_frames == 4  # 0, 2, 4, 6
+  assert P.StageView("tsr", frames=9, temporal_factor=4).input_frames == 3  # 0, 4, 8
   view = P.StageView("base", frames=10, height=8, width=8, frame_stride=3)
   with pytest.raises(ValueError, match="has 24 frames but the stage needs 28"):
     P.make_dataset(_source(), view, batch_size=2, seed=0)[0]

@@ -1,5 +1,7 @@
 """The train step: sharded over a fake 8-device mesh it equals the single-device step."""
 
+import importlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import pytest
 
 from configs import unet3d as unet_configs
 from videojax import diffusion
-from videojax.nn.unet3d import UNet3D
+from videojax.nn.unet3d import UNet3D, from_config
 from videojax.parallel import sharding
 from videojax.train import step as S
 
@@ -107,3 +109,51 @@ def test_loss_falls_and_freezing_keeps_frozen_params(setup):
   with pytest.raises(ValueError, match="No parameter path matches trainable pattern"):
     S.make_optimizer(ml_collections.ConfigDict({**config.optim.to_dict(), "trainable": "zzz"}),
                      params)
+
+
+def _sr_batch(stage, key):
+  """A batch of the tiny tsr / ssr view: target video, conditioning video (and mask)."""
+  k = jax.random.split(key, 3)
+  video = jax.random.uniform(k[0], (B, T, H, W, 3), minval=-1, maxval=1)
+  batch = {"video": video, "text_embeddings": jax.random.normal(k[1], (B, L, 12)),
+           "text_mask": jnp.array([[1, 1, 0, 0, 0]] * B, jnp.int32)}
+  if stage == "tsr":
+    mask = jnp.zeros((B, T)).at[:, ::2].set(1.0)
+    batch.update(cond_video=video * mask[..., None, None, None], cond_frames_mask=mask)
+  else:
+    batch["cond_video"] = video.reshape(B, T, H // 2, 2, W // 2, 2, 3).mean((3, 5))
+  return batch
+
+
+@pytest.mark.parametrize("stage", ["tsr", "ssr"])
+def test_sr_stage_step_sharded_equals_single_device(stage):
+  config = importlib.import_module(f"configs.{stage}").get_config("tiny")
+  config.model.text_dim = 12
+  model = from_config(config.model)
+  tx, lr = S.make_optimizer(config.optim)
+  batch = _sr_batch(stage, jax.random.PRNGKey(0))
+  kwargs = {k: v for k, v in S.model_inputs(batch).items()}
+  kwargs["aug_logsnr"] = jnp.zeros((B,))
+
+  def init():
+    return S.init_state(model.init(jax.random.PRNGKey(0), batch["video"], jnp.zeros((B,)),
+                                   **kwargs), tx)
+
+  step = S.make_train_step(model, diffusion.get_schedule("cosine"), tx, config, lr)
+  rng = jax.random.PRNGKey(1)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  state, shardings = sharding.sharded_init(init, mesh)
+  s1, m1 = jax.jit(step)(jax.device_get(state), batch, rng)  # the same state, on one device
+  put = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
+  with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+    s8, m8 = jax.jit(step, in_shardings=(shardings, None, None),
+                     out_shardings=(shardings, None), donate_argnums=0)(state, put, rng)
+  assert np.isfinite(float(m8["loss"]))
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+  # The conditioning input conv (noisy video + conditioning channels) is sharded on
+  # its output channels over 'tensor', as the rules say.
+  kernel = s8.params["params"]["stem"]["kernel"]
+  assert kernel.sharding.spec[-1] == "tensor"
+  assert kernel.shape[-2] == 3 + 3 + (1 if stage == "tsr" else 0)

@@ -78,17 +78,21 @@ class StageView:
   def __post_init__(self):
     if self.kind not in STAGE_KINDS:
       raise ValueError(f"Unknown stage kind {self.kind!r}; expected one of {STAGE_KINDS}.")
-    if self.kind == "tsr" and (self.temporal_factor < 2 or
-                               (self.frames - 1) % self.temporal_factor):
+    if self.kind == "tsr" and not 2 <= self.temporal_factor < self.frames:
       raise ValueError(
-          f"A tsr view needs temporal_factor >= 2 dividing frames - 1 so that the first and "
-          f"last frames are given; got frames={self.frames}, "
+          f"A tsr view needs 2 <= temporal_factor < frames (every temporal_factor-th frame "
+          f"is given, starting with the first); got frames={self.frames}, "
           f"temporal_factor={self.temporal_factor}.")
     size = self.crop or self.height
     if self.kind == "ssr" and (self.spatial_factor < 2 or size % self.spatial_factor or
                                (self.crop or self.width) % self.spatial_factor):
       raise ValueError(f"An ssr view needs spatial_factor >= 2 dividing the target size; got "
                        f"{size}x{self.crop or self.width} and factor {self.spatial_factor}.")
+
+  @property
+  def input_frames(self) -> int:
+    """Frames of the stage's conditioning video (tsr: the given frames)."""
+    return len(range(0, self.frames, self.temporal_factor)) if self.kind == "tsr" else self.frames
 
   @property
   def source_frames(self) -> int:

@@ -20,8 +20,9 @@ frame, so no layer mixes their frames.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -312,3 +313,19 @@ def count_params(model: UNet3D, z_shape: Sequence[int], text_len: int = 16) -> i
       jax.ShapeDtypeStruct(tuple(z_shape), jnp.float32),
       jax.ShapeDtypeStruct((z_shape[0],), jnp.float32), kwargs)
   return sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
+
+
+def from_config(fields: Mapping[str, Any]) -> UNet3D:
+  """A UNet3D from a config's `model` section; dtypes may be given by name ('bfloat16')."""
+  kw = dict(fields)
+  for key in ("dtype", "param_dtype"):
+    if isinstance(kw.get(key), str):
+      try:
+        kw[key] = jnp.dtype(kw[key])
+      except TypeError:
+        raise ValueError(f"model.{key} {kw[key]!r} is not a dtype name; use 'float32' or "
+                         "'bfloat16'.") from None
+  unknown = set(kw) - {f.name for f in dataclasses.fields(UNet3D)}
+  if unknown:
+    raise ValueError(f"Unknown UNet3D fields {sorted(unknown)} in the model config.")
+  return UNet3D(**kw)

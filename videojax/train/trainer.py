@@ -5,7 +5,10 @@ frozen text encoder's embeddings cached next to the dataset), the model and a sh
 train state, resumes from the workdir's latest checkpoint (parameters, optimizer, EMA
 and the data iterator's position), and runs the jitted step, logging scalars to
 TensorBoard event files, evaluating a held-out loss at fixed noise levels, and
-saving checkpoints. A non-finite loss stops the run at that step, naming it and the
+saving checkpoints. At start it logs a parameter overview; every
+`train.preview_every` steps it samples the stage on a few validation examples (EMA
+parameters, the config's `sample` settings) and writes the videos as GIFs into the
+workdir and TensorBoard. A non-finite loss stops the run at that step, naming it and the
 last good checkpoint; nothing is written after it.
 """
 
@@ -25,9 +28,11 @@ import numpy as np
 from videojax import diffusion
 from videojax.data import builders, pipeline
 from videojax.nn import text as text_lib
-from videojax.nn.unet3d import UNet3D
+from videojax.cascade.sampling import SampleSettings, make_stage_sampler
+from videojax.nn import unet3d
 from videojax.parallel import sharding
 from videojax.train import step as step_lib
+from videojax.train import observe
 from videojax.train.checkpoint import Checkpointer
 
 Array = jax.Array
@@ -73,10 +78,34 @@ def _eval_loss_fn(model, config):
   return jax.jit(eval_loss)
 
 
-def _writer(workdir: str):
-  from tensorboardX import SummaryWriter
+def _rules(config) -> tuple[tuple[str, Any], ...]:
+  """The config's logical-axis rules as hashable tuples."""
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in config.mesh.rules)
 
-  return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+def _preview(config, model, schedule):
+  """`preview(params, batch, step, writer)`: samples the first validation examples."""
+  sampler = make_stage_sampler(model, schedule, config.diffusion.parameterization,
+                               SampleSettings.from_config(config.sample))
+  n = config.train.preview_count
+
+  def preview(params, batch, step: int, writer: observe.Writer | None) -> str | None:
+    batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
+    cond = {k: v for k, v in step_lib.model_inputs(batch).items() if k != "is_image"}
+    video = np.asarray(sampler(params, batch["video"].shape, cond,
+                               jax.random.PRNGKey(config.seed)))  # [n, T, H, W, C]
+    if writer is None:  # every process samples (global arrays); process 0 writes
+      return None
+    rows = []
+    for i in range(len(video)):
+      shown = [batch["video"][i], video[i]]  # ground truth | sample
+      if "cond_video" in batch:  # conditioning first
+        shown.insert(0, batch["cond_video"][i])
+      rows.append(observe.preview_grid(shown))
+    return writer.video(step, "samples", np.concatenate(rows, axis=1), config.data.fps)
+
+  return preview
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -90,8 +119,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = sharding.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
                              "tensor": config.mesh.tensor}, devices)
   data_dir = config.data.data_dir or builders.DEFAULT_DATA_DIR
-  builder = builders.build(builders.get_builder_class(config.data.dataset), config.data.config,
-                           data_dir=data_dir)
+  builder = builders.build(builders.get_builder_class(config.data.dataset),
+                           config.data.config or None, data_dir=data_dir,
+                           **({"folder": config.data.folder} if config.data.folder else {}))
   cache = _text_cache(config, builder, data_dir) if config.model.text_dim else None
   view = _view(config.data)
   n_proc = jax.process_count()
@@ -104,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_ds = make("train", config.seed)
   eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
 
-  model = UNet3D(**config.model.to_dict())
+  model = unet3d.from_config(config.model)
   schedule = diffusion.get_schedule(config.diffusion.schedule,
                                     logsnr_min=config.diffusion.logsnr_min,
                                     logsnr_max=config.diffusion.logsnr_max)
@@ -121,10 +151,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
   tx, lr_fn = step_lib.make_optimizer(config.optim, params_shape)
+  rules = _rules(config)
   state, state_shardings = sharding.sharded_init(
-      lambda: step_lib.init_state(init_params(), tx), mesh)
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Model: %s parameters; mesh %s", f"{n_params:,}", dict(mesh.shape))
+      lambda: step_lib.init_state(init_params(), tx), mesh, rules)
+  logging.info("Mesh %s; parameters:\n%s", dict(mesh.shape),
+               observe.parameter_overview(state.params))
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       save_every=config.train.checkpoint_every,
@@ -138,17 +169,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   it = pipeline.make_iterator(train_ds, data_state)
 
   train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
-  with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
     jstep = jax.jit(train_step, in_shardings=(state_shardings, None, None),
                     out_shardings=(state_shardings, None), donate_argnums=0)
   eval_loss = _eval_loss_fn(model, config)
-  writer = _writer(workdir) if jax.process_index() == 0 else None
+  preview = _preview(config, model, schedule) if config.train.preview_every else None
+  writer = observe.Writer(workdir) if jax.process_index() == 0 else None
   rng = jax.random.PRNGKey(config.seed)
   last: dict[str, Any] = {}
   start_step, t0 = int(state.step), time.time()
   while int(state.step) < config.train.num_steps:
     batch = pipeline.to_global(next(it), mesh)
-    with nn.logical_axis_rules(sharding.UNET_RULES), jax.set_mesh(mesh):
+    with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
       state, metrics = jstep(state, batch, rng)
     step = int(state.step)
     loss = float(metrics["loss"])
@@ -166,15 +198,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    config.train.num_steps, loss, last["grad_norm"], last.get("learning_rate", 0),
                    rate, eta)
       if writer is not None:
-        for k, v in last.items():
-          writer.add_scalar(f"train/{k}", v, step)
+        writer.scalars(step, last, "train")
     if step % config.train.eval_every == 0 or step == config.train.num_steps:
       for l in config.train.eval_logsnrs:
         vals = [float(eval_loss(state.ema_params, pipeline.to_global(eval_ds[i], mesh), l))
                 for i in range(min(config.train.eval_batches, len(eval_ds)))]
         last[f"eval_loss_logsnr{l:g}"] = float(np.mean(vals))
         if writer is not None:
-          writer.add_scalar(f"eval/loss_logsnr{l:g}", last[f"eval_loss_logsnr{l:g}"], step)
+          writer.scalars(step, {f"loss_logsnr{l:g}": last[f"eval_loss_logsnr{l:g}"]}, "eval")
+    if preview is not None and (
+        step % config.train.preview_every == 0 or step == config.train.num_steps):
+      last["preview"] = preview(state.ema_params, eval_ds[0], step, writer)
     ckpt.maybe_save(step, state, data_state=it.get_state(), config=config.to_dict())
   ckpt.save(int(state.step), state, data_state=it.get_state(), config=config.to_dict(),
             force=True)

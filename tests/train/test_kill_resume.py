@@ -1,0 +1,136 @@
+"""Resume: training processes killed with SIGKILL (once while a checkpoint is being
+written, once between saves) and resumed end with bitwise the same parameters as a run
+that was never interrupted; a checkpoint resumes on another mesh; a checkpoint of
+another model is refused, naming the keys.
+
+One test function, because all parts share the uninterrupted run (the slow part)."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.train.conftest import tiny_config
+from videojax.train import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STEPS = 16
+
+
+def _config(data_dir):
+  c = tiny_config(data_dir, STEPS)
+  c.train.checkpoint_every = 2
+  c.train.keep_checkpoints = 2
+  c.train.eval_every = 1000
+  return c
+
+
+def _start(workdir, data_dir):
+  """experiments.train in a subprocess, with the same config as `_config`."""
+  env = dict(os.environ, VIDEOJAX_JAX_CACHE=jax.config.jax_compilation_cache_dir or "")
+  cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/base.py:tiny",
+         "--workdir", workdir]
+  cmd += [f"--config.{k}={v}" for k, v in _flat(_config(data_dir).to_dict())
+          if k.split(".")[0] in ("data", "train", "optim", "mesh")]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _flat(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flat(v, f"{prefix}{k}.")
+    elif not isinstance(v, (tuple, list)) and v != "":
+      yield f"{prefix}{k}", v
+
+
+def _finish(proc):
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+
+
+def _entries(ckpt_dir):
+  return os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+
+
+def _kill_when(proc, ckpt_dir, predicate, timeout=300):
+  """Polls the checkpoint directory; SIGKILLs `proc` as soon as `predicate(entries)`."""
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    entries = _entries(ckpt_dir)
+    if predicate(entries):
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return entries
+    if proc.poll() is not None:
+      return None
+    time.sleep(0.002)
+  raise TimeoutError(f"Nothing matched in {ckpt_dir}: {_entries(ckpt_dir)}")
+
+
+def _params(workdir, step=STEPS):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.PyTreeCheckpointer().restore(path)["params"]
+
+
+def test_resume_after_sigkill_is_bitwise_exact_other_mesh_and_mismatch(tiny_data_dir,
+                                                                        tmp_path):
+  straight = str(tmp_path / "straight")
+  straight_metrics = trainer.train_and_evaluate(_config(tiny_data_dir), straight)
+
+  work = str(tmp_path / "killed")
+  ckpt = os.path.join(work, "checkpoints")
+  # 1. Kill while a checkpoint is being written: orbax writes into a temporary
+  #    directory and renames it when complete. Saves come every 2 steps; try until a
+  #    kill lands inside one.
+  during_save = None
+  for _ in range(5):
+    proc = _start(work, tiny_data_dir)
+    during_save = _kill_when(proc, ckpt, lambda es: any("tmp" in e for e in es))
+    if during_save is not None:
+      break
+  assert during_save is not None, "no kill landed during a save"
+  assert any("tmp" in e for e in _entries(ckpt)), "the partial save should remain on disk"
+  # 2. Resume, then kill between saves, at a random moment after step 8 is final.
+  proc = _start(work, tiny_data_dir)
+  rnd = random.Random(0)
+  entries = _kill_when(proc, ckpt, lambda es: "8" in es and rnd.random() < 0.05)
+  assert entries is not None, "the run finished before it could be killed"
+  # 3. Resume to the end.
+  _finish(_start(work, tiny_data_dir))
+
+  a, b = _params(straight), _params(work)
+  leaves_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  leaves_b = jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for (path, x), y in zip(leaves_a, leaves_b):
+    assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
+  # The partial save never became a checkpoint: only finalized step directories remain.
+  assert sorted(e for e in _entries(ckpt) if e.isdigit()) == ["14", "16"]
+
+  # A checkpoint written on one device resumes on a 2-device fsdp mesh: from step 14 to
+  # 16 it computes the same as the uninterrupted run, up to float reassociation.
+  other = str(tmp_path / "other_mesh")
+  shutil.copytree(straight, other)
+  shutil.rmtree(os.path.join(other, "checkpoints", "16"))
+  c = _config(tiny_data_dir)
+  c.mesh.num_devices, c.mesh.data, c.mesh.fsdp = 2, 1, 2
+  metrics = trainer.train_and_evaluate(c, other)
+  np.testing.assert_allclose(metrics["loss"], straight_metrics["loss"], rtol=1e-3)
+
+  # A checkpoint of another model is refused before anything is written.
+  c = _config(tiny_data_dir)
+  c.model.base_channels = 8
+  with pytest.raises(ValueError,
+                     match=r"(?s)does not match the target state; \d+ differing key.*params"):
+    trainer.train_and_evaluate(c, straight)
+  assert sorted(e for e in _entries(os.path.join(straight, "checkpoints")) if e.isdigit()) == \
+      ["14", "16"]

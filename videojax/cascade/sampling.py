@@ -1,0 +1,93 @@
+"""Sampling one stage: the network, its conditioning and the diffusion sampler together.
+
+Used by the trainer's sample previews and by the cascade. A stage samples
+  z ~ N(0, I) of the stage's output shape
+  -> sampler (DDPM / DDIM / DPM-Solver++ / Heun) over the stage's schedule, with
+     classifier-free guidance against the empty text, thresholding of every x0
+     prediction, and the conditioning video (if any) noised to the sampling
+     augmentation level, as in training (Imagen Video's conditioning augmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videojax import diffusion
+from videojax.nn.text import null_text
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+  """How a stage samples (a config's `sample` section).
+
+  Attributes:
+    sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'.
+    num_steps: denoising steps.
+    guidance_scale: classifier-free guidance scale (1: conditional only, no guidance).
+    threshold: x0 clipping: 'none', 'static' or 'dynamic'.
+    percentile: the dynamic-thresholding percentile.
+    aug_level: conditioning-augmentation level in [0, 1] of the conditioning video.
+  """
+
+  sampler: str = "ddim"
+  num_steps: int = 32
+  guidance_scale: float = 3.0
+  threshold: str = "dynamic"
+  percentile: float = 0.995
+  aug_level: float = 0.0
+
+  @classmethod
+  def from_config(cls, c: Mapping[str, Any]) -> "SampleSettings":
+    unknown = set(c) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"Unknown sample settings {sorted(unknown)}; expected names from "
+                       f"{[f.name for f in dataclasses.fields(cls)]}.")
+    s = cls(**dict(c))
+    if s.num_steps < 1:
+      raise ValueError(f"sample.num_steps must be >= 1, got {s.num_steps}.")
+    if not 0.0 <= s.aug_level <= 1.0:
+      raise ValueError(f"sample.aug_level must be in [0, 1], got {s.aug_level}.")
+    diffusion.make_x0_transform(s.threshold, s.percentile)  # validates both
+    return s
+
+
+def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
+                       settings: SampleSettings):
+  """A jitted `sample(params, shape, cond, rng) -> video [B, T, H, W, C] in [-1, 1]`.
+
+  `shape` is the static output shape; `cond` holds the stage's conditioning as the
+  U-Net takes it: text [B, L, D] and text_mask [B, L] for text stages, cond_video
+  (low-resolution video for SSR, given frames on the output grid for TSR) and
+  cond_mask [B, T] (TSR). aug_logsnr is added here from `settings.aug_level`.
+  """
+  x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
+
+  def denoise(params, z, logsnr, **cond):
+    return model.apply(params, z, logsnr, **cond)
+
+  def run(params, shape, cond, rng):
+    k_noise, k_aug, k_sample = jax.random.split(rng, 3)
+    cond = dict(cond)
+    if "cond_video" in cond:
+      cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
+          k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
+    fn = lambda z, logsnr, **c: denoise(params, z, logsnr, **c)  # noqa: E731
+    if "text" in cond and settings.guidance_scale != 1.0:
+      b, length, dim = cond["text"].shape
+      emb, mask = null_text(b, length, dim)
+      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
+                                              settings.guidance_scale)
+    noise = jax.random.normal(k_noise, shape, jnp.float32)
+    video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
+                             num_steps=settings.num_steps, parameterization=parameterization,
+                             x0_transform=x0_transform, rng=k_sample, cond=cond)
+    return jnp.clip(video, -1.0, 1.0)
+
+  return jax.jit(run, static_argnums=1)
