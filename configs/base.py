@@ -3,7 +3,8 @@
   python -m experiments.train --config configs/base.py:tiny --workdir /tmp/base_tiny
 
 Variants:
-  tiny          CPU tests: 8 frames 8x8 of moving_shapes 'tiny', a 0.3M U-Net.
+  tiny          CPU tests: 4 frames 8x8 at 4 fps of moving_shapes 'tiny' (8 frames
+                16x16 at 8 fps), a 0.3M U-Net.
   demo          the demo cascade's base: 8 frames 16x16 at 4 fps from moving_shapes
                 'base' (16 frames 32x32 at 8 fps).
   imagen_video  Imagen Video's base: 16 frames 24x40 at 3 fps, T5-XXL text, ~5.6B
@@ -19,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = common.check_variant("base", arg)
   arch = {"tiny": "tiny", "demo": "demo_base", "imagen_video": "iv_base"}[variant]
   data = {
-      "tiny": dict(config="tiny", frames=8, height=8, width=8),
+      "tiny": dict(config="tiny", frames=4, height=8, width=8, frame_stride=2, fps=4.0),
       "demo": dict(frame_stride=2, fps=4.0),
       "imagen_video": dict(fps=3.0),
   }[variant]

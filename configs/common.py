@@ -19,16 +19,18 @@ from videojax.parallel import sharding
 VARIANTS = ("tiny", "demo", "imagen_video")
 
 
-def check_variant(stage: str, arg: str | None) -> str:
+def check_variant(stage: str, arg: str | None, extra: tuple[str, ...] = ()) -> str:
   variant = arg or "tiny"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown {stage} variant {variant!r}; expected one of {VARIANTS}.")
+  if variant not in VARIANTS + extra:
+    raise ValueError(f"Unknown {stage} variant {variant!r}; expected one of "
+                     f"{VARIANTS + extra}.")
   return variant
 
 
 def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.ConfigDict:
   """A stage config of `variant` with the U-Net `arch` and the data-view fields `data`."""
-  tiny, paper = variant == "tiny", variant == "imagen_video"
+  tiny, demo = variant == "tiny", variant == "demo"
+  paper = variant.startswith("imagen_video")
   c = ml_collections.ConfigDict()
   c.seed = 0  # all randomness derives from (seed, step)
   arch_config = unet3d.get_config(arch)
@@ -70,23 +72,24 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.diffusion.min_snr_gamma = 5.0  # for 'min_snr'
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 200 if tiny else 20_000  # optimizer steps
+  c.train.num_steps = ml_collections.FieldReference(  # optimizer steps
+      200 if tiny else (4000 if demo else 200_000))
   c.train.ema_decay = 0.99 if tiny else 0.999  # EMA of the parameters
   c.train.cond_dropout = 0.1  # classifier-free guidance: probability of the null text
   c.train.aug_max_level = 0.0  # conditioning augmentation (tsr / ssr stages)
   c.train.log_every = 20 if tiny else 100  # steps between scalar logs
-  c.train.checkpoint_every = 50 if tiny else 1000  # steps between checkpoints
+  c.train.checkpoint_every = 50 if tiny else (250 if demo else 1000)  # steps between saves
   c.train.keep_checkpoints = 3  # checkpoints kept
-  c.train.eval_every = 100 if tiny else 2000  # steps between held-out losses
+  c.train.eval_every = 100 if tiny else (500 if demo else 2000)  # steps between evaluations
   c.train.eval_batches = 2  # validation batches per evaluation
   c.train.eval_logsnrs = (-5.0, 0.0, 5.0)  # fixed noise levels of the held-out loss
-  c.train.preview_every = 100 if tiny else 2000  # steps between sample previews (0: never)
+  c.train.preview_every = 100 if tiny else (500 if demo else 2000)  # steps between previews
   c.train.preview_count = 2 if tiny else 4  # validation prompts per preview
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 1e-3 if tiny else 2e-4  # AdamW peak learning rate
-  c.optim.warmup_steps = 10 if tiny else 1000  # linear warmup
-  c.optim.total_steps = c.train.num_steps  # cosine decay horizon
+  c.optim.learning_rate = 1e-3 if tiny else (5e-4 if demo else 1e-4)  # AdamW peak rate
+  c.optim.warmup_steps = 10 if tiny else (200 if demo else 10_000)  # linear warmup
+  c.optim.total_steps = c.train.get_ref("num_steps")  # cosine decay horizon (follows it)
   c.optim.end_lr_fraction = 0.1  # final learning rate / peak
   c.optim.weight_decay = 0.0  # decoupled weight decay
   c.optim.b1 = 0.9  # Adam beta1

@@ -8,10 +8,13 @@ noised by conditioning augmentation. The U-Net is convolutional in space, so a m
 trained on crops samples whole frames.
 
 Variants:
-  tiny          CPU tests: 4 frames 8x8 -> 16x16 (moving_shapes 'tiny').
+  tiny          CPU tests: 8 frames 8x8 -> 16x16 (moving_shapes 'tiny').
   demo          the demo cascade's SSR: 16 frames 16x16 -> 64x64 at 8 fps, trained on
                 32x32 crops of moving_shapes 'hires'.
   imagen_video  Imagen Video's SSR1: 32 frames 24x40 -> 48x80 at 6 fps (~1.4B).
+  imagen_video2, imagen_video3
+                its SSR2 (32 frames 48x80 -> 192x320, 6 fps) and SSR3 (128 frames
+                192x320 -> 768x1280, 24 fps; sampled a few frames at a time).
 """
 
 import ml_collections
@@ -20,14 +23,19 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = common.check_variant("ssr", arg)
-  arch = {"tiny": "tiny_ssr", "demo": "demo_ssr", "imagen_video": "iv_ssr1"}[variant]
+  variant = common.check_variant("ssr", arg, ("imagen_video2", "imagen_video3"))
+  arch = {"tiny": "tiny_ssr", "demo": "demo_ssr", "imagen_video": "iv_ssr1",
+          "imagen_video2": "iv_ssr2", "imagen_video3": "iv_ssr3"}[variant]
   data = {
-      "tiny": dict(config="tiny", spatial_factor=2),
+      "tiny": dict(config="tiny", frames=8, spatial_factor=2),
       "demo": dict(config="hires", spatial_factor=4, crop=32, fps=8.0),
       "imagen_video": dict(spatial_factor=2, fps=6.0),
+      "imagen_video2": dict(spatial_factor=4, crop=192, fps=6.0),
+      "imagen_video3": dict(spatial_factor=4, crop=320, fps=24.0),
   }[variant]
   c = common.stage_config(variant, arch=arch, data=dict(kind="ssr", **data))
   c.train.aug_max_level = 0.3  # noise the low-resolution input up to this level
   c.sample.aug_level = 0.1  # and sample with this level
+  if variant == "demo":
+    c.train.num_steps = 2000  # conditioned on a video, it learns faster than the base
   return c

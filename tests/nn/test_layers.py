@@ -68,3 +68,20 @@ def test_per_frame_and_conv_axes():
 def test_temporal_conv_channel_error():
   with pytest.raises(ValueError, match="TemporalConv has 4 channels, input has 8"):
     L.TemporalConv(4).init(jax.random.PRNGKey(0), X)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((1, 3, 3), (1, 1, 1), "SAME"), ((1, 3, 3), (1, 2, 2), "SAME"),  # spatial: 2-D path
+    ((3, 1, 1), (1, 1, 1), ((2, 0), (0, 0), (0, 0))),  # temporal, causal: 2-D path
+    ((3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0))),
+    ((3, 3, 3), (2, 2, 2), "SAME"), ((1, 1, 1), (1, 1, 1), "SAME")])  # 3-D op; 1x1x1
+def test_factorized_conv_equals_flax_conv(kernel, strides, padding):
+  # Conv runs factorized kernels as 2-D convolutions; with the same parameters it must
+  # compute what flax's 3-D nn.Conv computes.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8, 6, 4))
+  ref = nn.Conv(7, kernel, strides=strides, padding=padding)
+  params = ref.init(jax.random.PRNGKey(1), x)
+  ours = L.Conv(7, kernel, strides=strides, padding=padding)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == \
+      jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)

@@ -60,19 +60,22 @@ class SampleSettings:
 
 def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
                        settings: SampleSettings):
-  """A jitted `sample(params, shape, cond, rng) -> video [B, T, H, W, C] in [-1, 1]`.
+  """A jitted `sample(params, shape, cond, rng, known=None) -> [B, T, H, W, C] in [-1, 1]`.
 
   `shape` is the static output shape; `cond` holds the stage's conditioning as the
   U-Net takes it: text [B, L, D] and text_mask [B, L] for text stages, cond_video
   (low-resolution video for SSR, given frames on the output grid for TSR) and
   cond_mask [B, T] (TSR). aug_logsnr is added here from `settings.aug_level`.
+  `known` = (video [B, T, H, W, C], mask [B, T]) fixes the x0 prediction on the masked
+  frames to the given ones at every step (TSR: the network is not trained to predict
+  the frames it is given, so they are replaced, as in replacement-based inpainting).
   """
   x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
 
   def denoise(params, z, logsnr, **cond):
     return model.apply(params, z, logsnr, **cond)
 
-  def run(params, shape, cond, rng):
+  def run(params, shape, cond, rng, known=None):
     k_noise, k_aug, k_sample = jax.random.split(rng, 3)
     cond = dict(cond)
     if "cond_video" in cond:
@@ -84,10 +87,16 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       emb, mask = null_text(b, length, dim)
       fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
                                               settings.guidance_scale)
+    transform = x0_transform
+    if known is not None:
+      given, given_mask = known
+      keep = given_mask[:, :, None, None, None] > 0  # [B, T, 1, 1, 1]
+      clip = x0_transform or (lambda x0: x0)
+      transform = lambda x0: jnp.where(keep, given.astype(x0.dtype), clip(x0))  # noqa: E731
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
                              num_steps=settings.num_steps, parameterization=parameterization,
-                             x0_transform=x0_transform, rng=k_sample, cond=cond)
+                             x0_transform=transform, rng=k_sample, cond=cond)
     return jnp.clip(video, -1.0, 1.0)
 
   return jax.jit(run, static_argnums=1)

@@ -7,10 +7,12 @@ axes they map to are chosen in `videojax/parallel/` and the configs, never here.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 
@@ -78,20 +80,74 @@ def constrain_video(x: Array) -> Array:
   return nn.with_logical_constraint(x, VIDEO_AXES)
 
 
+class Conv(nn.Module):
+  """A 3-D convolution over (T, H, W) of channels-last video [B, T, H, W, C].
+
+  The kernel is stored as [kt, kh, kw, in, out] whatever its shape, but the factorized
+  kernels of a space-time U-Net run as 2-D convolutions, which XLA's CPU and GPU
+  backends execute far faster than 3-D ones (2.5x for a 1x3x3 conv's forward and
+  backward on CPU): a spatial 1 x kh x kw conv on frames [B*T, H, W, C], a temporal
+  kt x 1 x 1 conv on [B, T, H*W, C]. Others (a strided 3x3x3) use the 3-D op.
+  Parameter names ('kernel', 'bias') and shapes are those of `flax.linen.Conv`.
+  """
+
+  features: int
+  kernel_size: tuple[int, int, int]
+  strides: tuple[int, int, int] = (1, 1, 1)
+  padding: Any = "SAME"
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # [B, T, H, W, C] -> [B, T', H', W', features]
+    kt, kh, kw = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (kt, kh, kw, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    pad = self.padding
+    if isinstance(pad, str):
+      pad = pad.upper()
+      if pad not in ("SAME", "VALID"):
+        raise ValueError(f"Unknown padding {self.padding!r}; use 'SAME', 'VALID' or pairs.")
+    else:
+      pad = tuple(tuple(p) for p in pad)
+    b, t, h, w, c = x.shape
+    st = tuple(self.strides)
+    if kt == 1 and st[0] == 1 and (isinstance(pad, str) or pad[0] == (0, 0)):
+      y = lax.conv_general_dilated(  # spatial: frames as a batch of images
+          x.reshape(b * t, h, w, c), kernel[0], st[1:],
+          pad if isinstance(pad, str) else pad[1:], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y.reshape((b, t) + y.shape[1:])
+    elif kh == kw == 1 and st[1:] == (1, 1) and (isinstance(pad, str) or pad[1:] == ((0, 0),
+                                                                                    (0, 0))):
+      y = lax.conv_general_dilated(  # temporal: pixels along the width axis of an image
+          x.reshape(b, t, h * w, c), kernel[:, 0], (st[0], 1),
+          pad if isinstance(pad, str) else (pad[0], (0, 0)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y.reshape((b, y.shape[1], h, w, self.features))
+    else:
+      y = lax.conv_general_dilated(x, kernel, st, pad,
+                                   dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return y + bias.astype(self.dtype)
+
+
 def conv3d(features: int, kernel: tuple[int, int, int], *, strides=(1, 1, 1),
            padding="SAME", zero_init: bool = False, axes: tuple[str, ...] = CONV_AXES,
-           dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None) -> nn.Conv:
+           dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None) -> Conv:
   """A 3-D convolution over (T, H, W) with logically named kernel axes.
 
   `axes` names the kernel's (t, h, w, in, out) dimensions; the stem and the output
   conv name their RGB side 'image_channels' so that it is never sharded.
   """
   init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
-  return nn.Conv(features, kernel, strides=strides, padding=padding, dtype=dtype,
-                 param_dtype=param_dtype, name=name,
-                 kernel_init=nn.with_logical_partitioning(init, axes),
-                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                        axes[-1:]))
+  return Conv(features, tuple(kernel), strides=tuple(strides), padding=padding, dtype=dtype,
+              param_dtype=param_dtype, name=name,
+              kernel_init=nn.with_logical_partitioning(init, axes),
+              bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                     axes[-1:]))
 
 
 def group_norm(num_groups: int = 32, dtype=jnp.float32, param_dtype=jnp.float32,

@@ -26,6 +26,8 @@ every differing key.
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from typing import Any, Self
 
 import jax
@@ -247,6 +249,34 @@ class Checkpointer:
         data=ocp.args.JsonRestore(),
         config=ocp.args.JsonRestore()))
     return out["state"], out["data"], out["config"]
+
+  def read_params(self, step: int | None = None, key: str = "ema_params") -> tuple[Any, dict]:
+    """One parameter tree of a saved state, as host numpy arrays, with the saved config.
+
+    For sampling and export: no model, mesh or abstract state is needed.
+
+    Args:
+      step: the step to read; None reads the latest.
+      key: the state field ('ema_params' or 'params').
+
+    Returns:
+      (params, config): the nested dict of numpy arrays and the config dict.
+    """
+    self.wait()
+    steps = self.all_steps()
+    if not steps or (step is not None and int(step) not in steps):
+      raise FileNotFoundError(f"No checkpoint {'' if step is None else f'step {step} '}in "
+                              f"{self.directory}; available steps: {steps}.")
+    step = steps[-1] if step is None else int(step)
+    path = str(ocp.step.build_step_path(self._mngr.directory, self._name_format, step))
+    with warnings.catch_warnings():  # no target shardings: everything lands on the host
+      warnings.simplefilter("ignore", UserWarning)
+      state = ocp.PyTreeCheckpointer().restore(os.path.join(path, "state"))
+    if key not in state:
+      raise KeyError(f"The checkpoint's state has no {key!r}; it has {sorted(state)}.")
+    config = self._mngr.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"]
+    return jax.tree.map(np.asarray, state[key]), config
 
   def wait(self) -> None:
     """Blocks until every pending asynchronous save is written and finalized."""

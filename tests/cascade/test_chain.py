@@ -1,0 +1,122 @@
+"""The cascade: chain validation before compute, the Python API and the sample CLI, on
+the tiny randomly initialised cascade (configs/cascades/tiny.py)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from videojax.cascade import stages as S
+from videojax.cascade.chain import Cascade
+from videojax.io.video import read_video
+
+ROOT = S.ROOT
+PROMPTS = ["a red circle moving left on a black background",
+           "a blue square moving up on a white background"]
+
+
+def _tiny():
+  c = S.load_config_file("configs/cascades/tiny.py").to_dict()
+  for name in c["order"]:  # stage configs loaded, so that tests can edit them
+    c["stages"][name]["config"] = S.load_config_file(c["stages"][name]["config"])
+  return ml_collections.ConfigDict(c)
+
+
+def test_shipped_cascade_configs_validate():
+  for name in ("tiny", "demo", "imagen_video"):
+    stages = S.stages_from_config(S.load_config_file(f"configs/cascades/{name}.py"))
+    assert stages[0].input is None and all(s.input for s in stages[1:])
+  iv = S.stages_from_config(S.load_config_file("configs/cascades/imagen_video.py"))
+  assert [s.output[:3] for s in iv][-1] == (128, 768, 1280) and iv[-1].output[3] == 24.0
+  assert [s.kind for s in iv] == ["base", "tsr", "ssr", "ssr", "tsr", "tsr", "ssr"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: (c.stages.base.config.update(dict(data=dict(frames=8))),
+                c.stages.base.update(dict(output=(8, 8, 8, 4.0)))),
+     "TSR stage 'tsr' expects 4 input frames but stage 'base' produces 8"),
+    (lambda c: (c.stages.base.config.update(dict(data=dict(fps=2.0))),
+                c.stages.base.update(dict(output=(4, 8, 8, 2.0)))),
+     "TSR stage 'tsr' expects 4 input fps but stage 'base' produces 2"),
+    (lambda c: c.update(dict(order=("base", "ssr"))),
+     "SSR stage 'ssr' expects 8 input frames but stage 'base' produces 4"),
+    (lambda c: c.update(dict(order=("tsr", "ssr"))),
+     "The first stage 'tsr' is a tsr stage: it needs an input video"),
+    (lambda c: c.stages.ssr.update(dict(output=(8, 32, 32, 8.0))),
+     r"Stage 'ssr' declares output \(8, 32, 32, 8.0\)"),
+    (lambda c: c.stages.ssr.update(dict(frame_chunk=3)),
+     "frame_chunk 3 must divide its 8 frames"),
+    (lambda c: c.update(dict(order=("base", "tsr", "sr"))),
+     "Cascade order names 'sr' but stages has only"),
+])
+def test_chain_validation_names_stages_and_values(change, message):
+  c = _tiny()
+  change(c)
+  with pytest.raises(ValueError, match=message):
+    S.stages_from_config(c)
+
+
+def test_frame_chunk_refused_with_temporal_attention():
+  c = _tiny()
+  c.stages.tsr.frame_chunk = 4
+  with pytest.raises(ValueError, match="frame_chunk needs an SSR stage without temporal"):
+    S.stages_from_config(c)
+
+
+@pytest.fixture(scope="module")
+def tiny_cascade():
+  return Cascade.load("configs/cascades/tiny.py")
+
+
+def test_sample_api_shapes_determinism_and_kept_frames(tiny_cascade):
+  calls = []
+  out = tiny_cascade.sample(PROMPTS, seed=0, keep_stages=True,
+                            progress=lambda *a: calls.append(a))
+  assert list(out) == ["base", "tsr", "ssr"]
+  assert out["base"].shape == (2, 4, 8, 8, 3) and out["tsr"].shape == (2, 8, 8, 8, 3)
+  assert out["ssr"].shape == (2, 8, 16, 16, 3) and out["ssr"].dtype == np.uint8
+  # TSR keeps the frames it is given: every 2nd frame is the base stage's frame.
+  np.testing.assert_array_equal(out["tsr"][:, ::2], out["base"])
+  # Same seed, same video; another seed, another one.
+  again = tiny_cascade.sample(PROMPTS, seed=0)
+  np.testing.assert_array_equal(again, out["ssr"])
+  assert not np.array_equal(tiny_cascade.sample(PROMPTS, seed=1), again)
+  # The SSR stage ran in two chunks of 4 frames, reported to the progress callback.
+  assert ("ssr", 2, 2) in calls and ("base", 1, 1) in calls
+
+
+def test_non_finite_stage_output_is_an_error(tiny_cascade):
+  runner = tiny_cascade._runners[1]
+  good = runner.params
+  runner.params = jax.tree.map(lambda x: x * np.nan, good)
+  try:
+    with pytest.raises(FloatingPointError, match="Stage 'tsr' produced non-finite values"):
+      tiny_cascade.sample(PROMPTS[:1], seed=0)
+  finally:
+    runner.params = good
+  with pytest.raises(ValueError, match="at least one prompt"):
+    tiny_cascade.sample([], seed=0)
+
+
+def test_sample_cli_writes_videos_and_never_overwrites(tmp_path):
+  env = dict(os.environ, VIDEOJAX_JAX_CACHE=jax.config.jax_compilation_cache_dir or "")
+  out = str(tmp_path / "clip.gif")
+  cmd = [sys.executable, "-m", "experiments.sample", "--cascade", "configs/cascades/tiny.py",
+         "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--out", out, "--save_stages",
+         "--cascade.stages.base.sample.num_steps=3"]
+  run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  for i in range(2):
+    video, _ = read_video(str(tmp_path / f"clip_{i}.gif"))
+    assert video.shape == (8, 16, 16, 3)
+    base, _ = read_video(str(tmp_path / f"clip_{i}_base.gif"))
+    assert base.shape == (4, 8, 8, 3)
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode != 0 and "exists; choose another --out" in again.stderr
+  bad = subprocess.run(cmd[:-1] + ["--cascade.stages.base.sample.num_stepz=3"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "num_stepz" in bad.stderr

@@ -1,0 +1,169 @@
+"""The chain: text -> base video -> TSR / SSR stages -> the final video.
+
+  from videojax.cascade import chain
+  cascade = chain.Cascade.load("configs/cascades/demo.py")
+  video = cascade.sample(["a red circle moving left on a black background"], seed=0)
+  chain.show(video)  # uint8 [B, T, H, W, 3], inline in Colab / Jupyter
+
+Each stage conditions on the prompts' text embeddings (one frozen encoder for the
+whole cascade) and on the previous stage's video, prepared the way the training
+pipeline prepared it: a TSR stage gets the previous frames placed on every
+`temporal_factor`-th frame of its grid (and keeps them: its x0 predictions on those
+frames are replaced by the given frames at every step); an SSR stage gets the
+previous video as its low-resolution input. Both noise it to the stage's sampling
+augmentation level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from videojax import diffusion
+from videojax.cascade import weights
+from videojax.cascade.sampling import make_stage_sampler
+from videojax.cascade.stages import ROOT, Stage, describe, load_config_file, stages_from_config
+from videojax.io.video import show, to_uint8
+from videojax.nn import text as text_lib
+from videojax.nn import unet3d
+from videojax.nn.conditioning import place_frames
+
+DEFAULT_CASCADE = os.path.join(ROOT, "configs", "cascades", "demo.py")
+
+__all__ = ["Cascade", "DEFAULT_CASCADE", "show"]
+
+
+class _Runner:
+  """One stage's model, weights and jitted sampler."""
+
+  def __init__(self, stage: Stage, text_dim: int, seed: int):
+    self.stage = stage
+    cfg = stage.config
+    if cfg.model.text_dim and cfg.model.text_dim != text_dim:
+      raise ValueError(f"Stage {stage.name!r} expects {cfg.model.text_dim}-wide text "
+                       f"embeddings but the cascade's encoder gives {text_dim}.")
+    self.model = unet3d.from_config(cfg.model)
+    schedule = diffusion.get_schedule(cfg.diffusion.schedule,
+                                      logsnr_min=cfg.diffusion.logsnr_min,
+                                      logsnr_max=cfg.diffusion.logsnr_max)
+    self.sampler = make_stage_sampler(self.model, schedule, cfg.diffusion.parameterization,
+                                      stage.sample)
+    self.params = None
+    self._seed = seed
+
+  def load(self, example_cond: dict[str, Any], shape: tuple[int, ...]) -> None:
+    if self.params is not None:
+      return
+    if self.stage.checkpoint:
+      self.params, _ = weights.load(self.stage.checkpoint)
+      self.params = jax.tree.map(jnp.asarray, self.params)
+    else:  # random weights: tests and dry runs
+      logging.warning("Stage %r has no checkpoint: random weights.", self.stage.name)
+      kw = dict(example_cond)
+      if "cond_video" in kw:
+        kw["aug_logsnr"] = jnp.zeros((shape[0],))
+      self.params = nn.meta.unbox(jax.jit(lambda: self.model.init(
+          jax.random.PRNGKey(self._seed), jnp.zeros(shape), jnp.zeros((shape[0],)), **kw))())
+
+
+class Cascade:
+  """A validated chain of stages with their weights, sampled stage by stage."""
+
+  def __init__(self, stages: list[Stage], text: ml_collections.ConfigDict, seed: int = 0):
+    self.stages = stages
+    self.text_config = text
+    self._encoder = None
+    self._text_dim = next((s.config.model.text_dim for s in stages if s.config.model.text_dim),
+                          0)
+    self._runners = [_Runner(s, self._text_dim, seed) for s in stages]
+
+  @classmethod
+  def load(cls, config: str | ml_collections.ConfigDict = DEFAULT_CASCADE,
+           root: str = ROOT) -> "Cascade":
+    """A cascade from a config file path ('configs/cascades/demo.py') or ConfigDict."""
+    if isinstance(config, str):
+      config = load_config_file(config, root)
+    return cls(stages_from_config(config, root), config.text)
+
+  def __repr__(self) -> str:
+    return "Cascade(\n" + describe(self.stages) + "\n)"
+
+  def encode(self, prompts: Sequence[str]) -> tuple[jax.Array, jax.Array]:
+    """Text embeddings [B, L, D] and mask [B, L] of the prompts (the frozen encoder)."""
+    if self._encoder is None:
+      t = self.text_config
+      self._encoder = text_lib.build_text_encoder(t.encoder, path=t.path or None,
+                                                  max_len=t.max_len)
+    emb, mask = self._encoder.encode_captions(list(prompts))
+    if emb.shape[-1] != self._text_dim:
+      raise ValueError(f"The cascade's {self.text_config.encoder} encoder gives "
+                       f"{emb.shape[-1]}-wide embeddings; the stages expect {self._text_dim}.")
+    return emb, mask
+
+  def sample(self, prompts: Sequence[str], seed: int = 0, *, keep_stages: bool = False,
+             progress: Callable[[str, int, int], Any] | None = None
+             ) -> np.ndarray | dict[str, np.ndarray]:
+    """Text -> video through every stage.
+
+    Args:
+      prompts: B captions.
+      seed: all randomness of the run (stage i uses fold_in(PRNGKey(seed), i)).
+      keep_stages: also return every stage's video.
+      progress: called as progress(stage_name, chunks_done, num_chunks) before a stage
+        and after each chunk of frames it samples (for progress bars); None for none.
+
+    Returns:
+      uint8 [B, T, H, W, 3] of the last stage, or (keep_stages) a dict stage name ->
+      uint8 video, in order.
+
+    Raises:
+      ValueError: no prompts.
+      FloatingPointError: a stage produced non-finite values (never a black video).
+    """
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+      raise ValueError("Give at least one prompt.")
+    text = mask = None
+    if self._text_dim:
+      text, mask = self.encode(prompts)
+    b = len(prompts)
+    key = jax.random.PRNGKey(seed)
+    video, out = None, {}
+    for i, runner in enumerate(self._runners):
+      stage = runner.stage
+      frames, height, width, _ = stage.output
+      shape = (b, frames, height, width, stage.channels[1])
+      cond = {} if text is None else {"text": text, "text_mask": mask}
+      replace = None
+      if stage.kind == "tsr":
+        placed, fmask = place_frames(video, frames, stage.config.data.temporal_factor)
+        cond.update(cond_video=placed, cond_mask=fmask)
+        replace = (placed, fmask)
+      elif stage.kind == "ssr":
+        cond["cond_video"] = video
+      runner.load(cond, shape)
+      chunk = stage.frame_chunk or frames
+      if progress is not None:
+        progress(stage.name, 0, frames // chunk)
+      k = jax.random.fold_in(key, i)
+      pieces = []
+      for c0 in range(0, frames, chunk):  # SSR stages may go a chunk of frames at a time
+        part = {n: (v[:, c0:c0 + chunk] if n == "cond_video" else v) for n, v in cond.items()}
+        pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:], part,
+                                     jax.random.fold_in(k, c0), replace))
+        if progress is not None:
+          progress(stage.name, len(pieces), frames // chunk)
+      video = jnp.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
+      if not bool(jnp.all(jnp.isfinite(video))):
+        raise FloatingPointError(f"Stage {stage.name!r} produced non-finite values; check its "
+                                 "weights and sampling settings (guidance scale, steps).")
+      if keep_stages:
+        out[stage.name] = to_uint8(np.asarray(video))
+    return out if keep_stages else to_uint8(np.asarray(video))

@@ -1,0 +1,161 @@
+"""Stages as data: what each stage of a cascade makes and takes, checked before compute.
+
+A cascade config (configs/cascades/*.py) is an ml_collections ConfigDict:
+  text       the frozen text encoder every stage is conditioned on (encoder, path, max_len).
+  order      stage names, first to last.
+  stages     per name: config ('configs/tsr.py:demo', a stage training config), checkpoint
+             (an exported directory or a training workdir; '' for none), output
+             (frames, height, width, fps), sample (SampleSettings fields), frame_chunk
+             (SSR only: sample this many frames at a time; 0 = all).
+A stage's input follows from its kind: base takes text only; tsr takes the previous
+video at 1/temporal_factor of its frames and fps; ssr the previous video at
+1/spatial_factor of its height and width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+import ml_collections
+
+from videojax.cascade.sampling import SampleSettings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_config_file(spec: str, root: str = ROOT) -> ml_collections.ConfigDict:
+  """'configs/ssr.py:demo' -> get_config('demo') of that file (relative to `root`)."""
+  path, _, arg = spec.partition(":")
+  full = path if os.path.isabs(path) else os.path.join(root, path)
+  if not os.path.isfile(full):
+    raise FileNotFoundError(f"Config file {path!r} not found (looked in {full}).")
+  if root not in sys.path:  # stage configs import `configs.common`
+    sys.path.insert(0, root)
+  module_spec = importlib.util.spec_from_file_location(
+      f"_videojax_config_{abs(hash(full))}", full)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of a cascade.
+
+  Attributes:
+    name: its name in the cascade ('base', 'tsr1', ...).
+    config: the stage's training config (model, data view, diffusion, ...).
+    checkpoint: where its weights are ('' for none: random weights, for tests).
+    sample: how it samples.
+    frame_chunk: SSR only: frames sampled at a time (0: all at once).
+  """
+
+  name: str
+  config: ml_collections.ConfigDict
+  checkpoint: str = ""
+  sample: SampleSettings = SampleSettings()
+  frame_chunk: int = 0
+
+  @property
+  def kind(self) -> str:
+    return self.config.data.kind
+
+  @property
+  def output(self) -> tuple[int, int, int, float]:
+    """(frames, height, width, fps) of the video the stage makes."""
+    d = self.config.data
+    return (d.frames, d.height, d.width, float(d.fps))
+
+  @property
+  def input(self) -> tuple[int, int, int, float] | None:
+    """(frames, height, width, fps) of the video the stage needs; None for text only."""
+    frames, height, width, fps = self.output
+    d = self.config.data
+    if self.kind == "tsr":
+      return (len(range(0, frames, d.temporal_factor)), height, width, fps / d.temporal_factor)
+    if self.kind == "ssr":
+      return (frames, height // d.spatial_factor, width // d.spatial_factor, fps)
+    return None
+
+  @property
+  def channels(self) -> tuple[int, int]:
+    """(input channels of the conditioning video, output channels)."""
+    m = self.config.model
+    return (m.get("cond_channels", 3), m.get("out_channels", 3))
+
+
+_FIELDS = ("frames", "height", "width", "fps")
+
+
+def validate(stages: list[Stage]) -> None:
+  """Checks the chain before any compute; errors name both stages and the values.
+
+  Raises:
+    ValueError: an empty chain, a first stage that needs a video, a stage whose
+      input is not the previous stage's output (frames, size, fps, channels), or a
+      frame_chunk on a stage that mixes information across frames by attention.
+  """
+  if not stages:
+    raise ValueError("A cascade needs at least one stage.")
+  if stages[0].input is not None:
+    raise ValueError(f"The first stage {stages[0].name!r} is a {stages[0].kind} stage: it "
+                     "needs an input video; a cascade starts with a base (text-only) stage.")
+  for prev, stage in zip(stages, stages[1:]):
+    if stage.input is None:
+      raise ValueError(f"Stage {stage.name!r} is a base stage but follows {prev.name!r}; only "
+                       "the first stage generates from text alone.")
+    for field, want, have in zip(_FIELDS, stage.input, prev.output):
+      if abs(float(want) - float(have)) > 1e-6:
+        raise ValueError(f"{stage.kind.upper()} stage {stage.name!r} expects {want:g} input "
+                         f"{field} but stage {prev.name!r} produces {have:g}.")
+    if stage.channels[0] != prev.channels[1]:
+      raise ValueError(f"Stage {stage.name!r} expects {stage.channels[0]}-channel input but "
+                       f"stage {prev.name!r} produces {prev.channels[1]} channels.")
+  for stage in stages:
+    if stage.frame_chunk:
+      if stage.kind != "ssr" or stage.config.model.temporal_attn_levels:
+        raise ValueError(f"Stage {stage.name!r}: frame_chunk needs an SSR stage without "
+                         "temporal attention (fully convolutional in time).")
+      if stage.output[0] % stage.frame_chunk:
+        raise ValueError(f"Stage {stage.name!r}: frame_chunk {stage.frame_chunk} must divide "
+                         f"its {stage.output[0]} frames.")
+
+
+def stages_from_config(cascade: ml_collections.ConfigDict, root: str = ROOT) -> list[Stage]:
+  """The validated stages of a cascade config (see the module docstring)."""
+  stages = []
+  for name in cascade.order:
+    if name not in cascade.stages:
+      raise ValueError(f"Cascade order names {name!r} but stages has only "
+                       f"{sorted(cascade.stages)}.")
+    s = cascade.stages[name]
+    config = s.config if isinstance(s.config, ml_collections.ConfigDict) else \
+        load_config_file(s.config, root)
+    stage = Stage(name, config, _resolve(s.get("checkpoint", ""), root),
+                  SampleSettings.from_config(s.sample), int(s.get("frame_chunk", 0)))
+    declared = tuple(s.output)
+    if any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(declared, stage.output)):
+      raise ValueError(f"Stage {name!r} declares output {declared} (frames, height, width, "
+                       f"fps) but its config {s.config} makes {stage.output}.")
+    stages.append(stage)
+  validate(stages)
+  return stages
+
+
+def _resolve(path: str, root: str) -> str:
+  return path if not path or os.path.isabs(path) else os.path.join(root, path)
+
+
+def describe(stages: list[Stage]) -> str:
+  """One line per stage: kind, input -> output, sampler."""
+  lines = []
+  for s in stages:
+    t, h, w, fps = s.output
+    src = "text" if s.input is None else "{}x{}x{} @ {:g} fps".format(*s.input)
+    lines.append(f"{s.name:>6} ({s.kind}): {src} -> {t}x{h}x{w} @ {fps:g} fps; "
+                 f"{s.sample.sampler} x {s.sample.num_steps}, guidance "
+                 f"{s.sample.guidance_scale:g}")
+  return "\n".join(lines)
+

@@ -1,0 +1,71 @@
+"""A stage's weights for sampling: exported (shipped) directories, training workdirs.
+
+An exported stage directory holds
+  params.msgpack   the EMA parameters (flax msgpack; float16 by default: half the bytes,
+                   cast back to the compute dtype on load)
+  config.json      the stage's full training config
+so that a cascade needs no training checkpoint, orbax or configs/ directory to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+
+PARAMS, CONFIG = "params.msgpack", "config.json"
+
+
+def export(workdir: str, out_dir: str, *, step: int | None = None,
+           dtype: str = "float16") -> str:
+  """Writes a training run's EMA parameters and config as an exported directory.
+
+  Args:
+    workdir: the training workdir (holding checkpoints/).
+    out_dir: where to write; must not hold an export already.
+    step: the checkpoint step (None: the latest).
+    dtype: storage dtype of the parameters ('float16' or 'float32').
+
+  Returns:
+    The path of the parameters file.
+  """
+  from videojax.train.checkpoint import Checkpointer
+
+  target = os.path.join(out_dir, PARAMS)
+  if os.path.exists(target):
+    raise FileExistsError(f"{target} exists; export into a new directory or delete it first.")
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=1 << 30)
+  params, config = ckpt.read_params(step)
+  ckpt.close()
+  params = jax.tree.map(lambda x: np.asarray(x, dtype), params)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, CONFIG), "w") as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+  with open(target, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(params))
+  return target
+
+
+def load(path: str) -> tuple[Any, ml_collections.ConfigDict]:
+  """(params as float32 numpy, stage config) from an export or a training workdir."""
+  if os.path.isfile(os.path.join(path, PARAMS)):
+    with open(os.path.join(path, PARAMS), "rb") as f:
+      params = flax.serialization.msgpack_restore(f.read())
+    with open(os.path.join(path, CONFIG)) as f:
+      config = json.load(f)
+  elif os.path.isdir(os.path.join(path, "checkpoints")):
+    from videojax.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30)
+    params, config = ckpt.read_params()
+    ckpt.close()
+  else:
+    raise FileNotFoundError(f"No stage weights at {path!r}: expected an exported directory "
+                            f"({PARAMS}, {CONFIG}) or a training workdir with checkpoints/.")
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  return params, ml_collections.ConfigDict(config)
