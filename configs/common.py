@@ -72,8 +72,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.diffusion.min_snr_gamma = 5.0  # for 'min_snr'
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = ml_collections.FieldReference(  # optimizer steps
-      200 if tiny else (4000 if demo else 200_000))
+  c.train.num_steps = 200 if tiny else (4000 if demo else 200_000)  # optimizer steps
   c.train.ema_decay = 0.99 if tiny else 0.999  # EMA of the parameters
   c.train.cond_dropout = 0.1  # classifier-free guidance: probability of the null text
   c.train.aug_max_level = 0.0  # conditioning augmentation (tsr / ssr stages)
@@ -89,7 +88,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3 if tiny else (5e-4 if demo else 1e-4)  # AdamW peak rate
   c.optim.warmup_steps = 10 if tiny else (200 if demo else 10_000)  # linear warmup
-  c.optim.total_steps = c.train.get_ref("num_steps")  # cosine decay horizon (follows it)
+  c.optim.total_steps = 0  # cosine decay horizon (0: train.num_steps)
   c.optim.end_lr_fraction = 0.1  # final learning rate / peak
   c.optim.weight_decay = 0.0  # decoupled weight decay
   c.optim.b1 = 0.9  # Adam beta1

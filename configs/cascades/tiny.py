@@ -25,5 +25,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         guidance_scale=1.0, aug_level=0.1)
   c.stages.ssr = _stage("configs/ssr.py:tiny", (8, 16, 16, 8.0), "", num_steps=2,
                         guidance_scale=1.0, aug_level=0.1)
-  c.stages.ssr.frame_chunk = 4  # exercises chunked sampling (the tiny SSR has no temporal attention)
+  c.stages.ssr.frame_chunk = 4  # exercises chunked sampling (no temporal attention)
   return c

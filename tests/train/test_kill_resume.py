@@ -134,3 +134,18 @@ def test_resume_after_sigkill_is_bitwise_exact_other_mesh_and_mismatch(tiny_data
     trainer.train_and_evaluate(c, straight)
   assert sorted(e for e in _entries(os.path.join(straight, "checkpoints")) if e.isdigit()) == \
       ["14", "16"]
+
+  # Export for sampling: float16 EMA weights + config; never over an existing export.
+  from videojax.cascade import weights
+  out = str(tmp_path / "export")
+  weights.export(straight, out)
+  exported, config = weights.load(out)
+  direct, _ = weights.load(straight)  # a training workdir loads too (float32, exact)
+  ema = ocp.PyTreeCheckpointer().restore(
+      os.path.join(straight, "checkpoints", str(STEPS), "state"))["ema_params"]
+  for a, b, c in zip(jax.tree.leaves(exported), jax.tree.leaves(direct), jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(b, np.asarray(c))
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # float16 storage
+  assert config.model.base_channels == _config(tiny_data_dir).model.base_channels
+  with pytest.raises(FileExistsError, match="exists; export into a new directory"):
+    weights.export(straight, out)

@@ -129,6 +129,7 @@ def _sr_batch(stage, key):
 def test_sr_stage_step_sharded_equals_single_device(stage):
   config = importlib.import_module(f"configs.{stage}").get_config("tiny")
   config.model.text_dim = 12
+  config.optim.total_steps = 100
   model = from_config(config.model)
   tx, lr = S.make_optimizer(config.optim)
   batch = _sr_batch(stage, jax.random.PRNGKey(0))

@@ -107,6 +107,74 @@ class Cascade:
                        f"{emb.shape[-1]}-wide embeddings; the stages expect {self._text_dim}.")
     return emb, mask
 
+  def sample_stage(self, name: str, prompts: Sequence[str], video: np.ndarray | None = None,
+                   seed: int = 0) -> np.ndarray:
+    """Runs one stage on a given input video (evaluation of a stage on real data).
+
+    Args:
+      name: the stage.
+      prompts: B captions ('' entries get the empty, unconditional text).
+      video: the stage's input, uint8 or float in [-1, 1], [B, T, H, W, 3] (None for
+        the base stage).
+      seed: randomness.
+
+    Returns:
+      uint8 [B, T, H, W, 3].
+    """
+    names = [r.stage.name for r in self._runners]
+    if name not in names:
+      raise ValueError(f"No stage {name!r}; the cascade has {names}.")
+    runner = self._runners[names.index(name)]
+    want = runner.stage.input
+    if video is not None:
+      video = np.asarray(video)
+      video = video.astype(np.float32) / 127.5 - 1.0 if video.dtype == np.uint8 else video
+      if want is None or tuple(video.shape[1:4]) != tuple(want[:3]):
+        raise ValueError(f"Stage {name!r} takes input videos [B, T, H, W, C] with (T, H, W) "
+                         f"= {None if want is None else want[:3]}, got {video.shape}.")
+    elif want is not None:
+      raise ValueError(f"Stage {name!r} needs an input video of (T, H, W) = {want[:3]}.")
+    text = None
+    if self._text_dim:
+      emb, mask = self.encode([p or "." for p in prompts])
+      empty = np.array([not p for p in prompts])[:, None]  # the unconditional input
+      text = (np.where(empty[..., None], 0.0, emb), np.where(empty, 0, mask))
+    out = self._run(runner, len(prompts), text, None if video is None else jnp.asarray(video),
+                    jax.random.PRNGKey(seed), None)
+    return to_uint8(np.asarray(out))
+
+  def _run(self, runner: _Runner, b: int, text, video, key, progress) -> jax.Array:
+    """One stage: conditioning from the previous video, chunked sampling, checks."""
+    stage = runner.stage
+    frames, height, width, _ = stage.output
+    shape = (b, frames, height, width, stage.channels[1])
+    cond = {}
+    if text is not None:
+      cond.update(text=jnp.asarray(text[0]), text_mask=jnp.asarray(text[1]))
+    known = None
+    if stage.kind == "tsr":
+      placed, fmask = place_frames(video, frames, stage.config.data.temporal_factor)
+      cond.update(cond_video=placed, cond_mask=fmask)
+      known = (placed, fmask)
+    elif stage.kind == "ssr":
+      cond["cond_video"] = video
+    runner.load(cond, shape)
+    chunk = stage.frame_chunk or frames
+    if progress is not None:
+      progress(stage.name, 0, frames // chunk)
+    pieces = []
+    for c0 in range(0, frames, chunk):  # SSR stages may go a chunk of frames at a time
+      part = {n: (v[:, c0:c0 + chunk] if n == "cond_video" else v) for n, v in cond.items()}
+      pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:], part,
+                                   jax.random.fold_in(key, c0), known))
+      if progress is not None:
+        progress(stage.name, len(pieces), frames // chunk)
+    video = jnp.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
+    if not bool(jnp.all(jnp.isfinite(video))):
+      raise FloatingPointError(f"Stage {stage.name!r} produced non-finite values; check its "
+                               "weights and sampling settings (guidance scale, steps).")
+    return video
+
   def sample(self, prompts: Sequence[str], seed: int = 0, *, keep_stages: bool = False,
              progress: Callable[[str, int, int], Any] | None = None
              ) -> np.ndarray | dict[str, np.ndarray]:
@@ -130,40 +198,12 @@ class Cascade:
     prompts = [str(p) for p in prompts]
     if not prompts:
       raise ValueError("Give at least one prompt.")
-    text = mask = None
-    if self._text_dim:
-      text, mask = self.encode(prompts)
-    b = len(prompts)
+    text = self.encode(prompts) if self._text_dim else None
     key = jax.random.PRNGKey(seed)
     video, out = None, {}
     for i, runner in enumerate(self._runners):
-      stage = runner.stage
-      frames, height, width, _ = stage.output
-      shape = (b, frames, height, width, stage.channels[1])
-      cond = {} if text is None else {"text": text, "text_mask": mask}
-      replace = None
-      if stage.kind == "tsr":
-        placed, fmask = place_frames(video, frames, stage.config.data.temporal_factor)
-        cond.update(cond_video=placed, cond_mask=fmask)
-        replace = (placed, fmask)
-      elif stage.kind == "ssr":
-        cond["cond_video"] = video
-      runner.load(cond, shape)
-      chunk = stage.frame_chunk or frames
-      if progress is not None:
-        progress(stage.name, 0, frames // chunk)
-      k = jax.random.fold_in(key, i)
-      pieces = []
-      for c0 in range(0, frames, chunk):  # SSR stages may go a chunk of frames at a time
-        part = {n: (v[:, c0:c0 + chunk] if n == "cond_video" else v) for n, v in cond.items()}
-        pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:], part,
-                                     jax.random.fold_in(k, c0), replace))
-        if progress is not None:
-          progress(stage.name, len(pieces), frames // chunk)
-      video = jnp.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
-      if not bool(jnp.all(jnp.isfinite(video))):
-        raise FloatingPointError(f"Stage {stage.name!r} produced non-finite values; check its "
-                                 "weights and sampling settings (guidance scale, steps).")
+      video = self._run(runner, len(prompts), text, video, jax.random.fold_in(key, i),
+                        progress)
       if keep_stages:
-        out[stage.name] = to_uint8(np.asarray(video))
+        out[runner.stage.name] = to_uint8(np.asarray(video))
     return out if keep_stages else to_uint8(np.asarray(video))

@@ -150,7 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return model.init(jax.random.PRNGKey(config.seed), video, jnp.zeros((b,)), **kwargs)
 
   params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
-  tx, lr_fn = step_lib.make_optimizer(config.optim, params_shape)
+  optim = ml_collections.ConfigDict(config.optim.to_dict())
+  optim.total_steps = optim.total_steps or config.train.num_steps
+  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
   rules = _rules(config)
   state, state_shardings = sharding.sharded_init(
       lambda: step_lib.init_state(init_params(), tx), mesh, rules)
