@@ -12,6 +12,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holding check
 _OUT = flags.DEFINE_string("out", None, "Export directory.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _DTYPE = flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype.")
+_KEY = flags.DEFINE_enum("key", "ema_params", ["ema_params", "params"],
+                         "The EMA parameters or the raw ones.")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -20,7 +22,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from videojax.cascade import weights
 
-  print(weights.export(_WORKDIR.value, _OUT.value, step=_STEP.value, dtype=_DTYPE.value))
+  print(weights.export(_WORKDIR.value, _OUT.value, step=_STEP.value, dtype=_DTYPE.value,
+                       key=_KEY.value))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ r"""Text -> video through a cascade (default: the shipped demo cascade).
       --cascade.stages.base.sample.num_steps=64 --prompt "..."
 
 One prompt writes --out; several write <out>_<i>.<ext>. --save_stages also writes every
-stage's video as <out>_<stage>.<ext>. Existing files are never overwritten (pass
---overwrite). Compiled programs are cached in ~/.cache/videojax/jax, so a second run
+stage's video as <out>_<stage>.<ext>. Existing files are never overwritten: if --out is
+taken, the video goes to <out>-1.<ext> (then -2, ...), or pass --overwrite. Compiled programs are cached in ~/.cache/videojax/jax, so a second run
 starts in seconds.
 """
 
@@ -67,10 +67,13 @@ def main(argv):
 
   cascade = Cascade.load(_CASCADE.value)  # validates the chain before any compute
   names = [s.name for s in cascade.stages]
-  paths = output_paths(_OUT.value, len(prompts), names, _SAVE_STAGES.value)
-  existing = [p for p in paths.values() if os.path.exists(p)]
-  if existing and not _OVERWRITE.value:
-    raise app.UsageError(f"{existing[0]} exists; choose another --out or pass --overwrite.")
+  out = _OUT.value
+  stem, ext = os.path.splitext(out)
+  for k in range(1, 10_000):  # never over an earlier result: the next free name
+    paths = output_paths(out, len(prompts), names, _SAVE_STAGES.value)
+    if _OVERWRITE.value or not any(os.path.exists(p) for p in paths.values()):
+      break
+    out = f"{stem}-{k}{ext}"
   bars = {}
 
   def progress(stage, done, total):

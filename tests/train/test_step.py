@@ -158,3 +158,16 @@ def test_sr_stage_step_sharded_equals_single_device(stage):
   kernel = s8.params["params"]["stem"]["kernel"]
   assert kernel.sharding.spec[-1] == "tensor"
   assert kernel.shape[-2] == 3 + 3 + (1 if stage == "tsr" else 0)
+
+
+def test_ema_warms_up(setup):
+  # decay_t = min(ema_decay, (1 + t) / (10 + t)): after the first step (t = 0) the EMA
+  # is 0.1 * initial + 0.9 * updated parameters, not dominated by the initialisation.
+  _, init, step, batch = setup
+  state = jax.jit(lambda: nn.meta.unbox(init()))()
+  p0 = jax.device_get(state.params)
+  s1, m1 = jax.jit(step)(state, batch, jax.random.PRNGKey(4))
+  np.testing.assert_allclose(m1["ema_decay"], 0.1, rtol=1e-6)
+  for e, a, b in zip(jax.tree.leaves(s1.ema_params), jax.tree.leaves(p0),
+                     jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(e, 0.1 * a + 0.9 * b, atol=1e-6)

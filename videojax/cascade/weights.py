@@ -22,7 +22,7 @@ PARAMS, CONFIG = "params.msgpack", "config.json"
 
 
 def export(workdir: str, out_dir: str, *, step: int | None = None,
-           dtype: str = "float16") -> str:
+           dtype: str = "float16", key: str = "ema_params") -> str:
   """Writes a training run's EMA parameters and config as an exported directory.
 
   Args:
@@ -30,6 +30,7 @@ def export(workdir: str, out_dir: str, *, step: int | None = None,
     out_dir: where to write; must not hold an export already.
     step: the checkpoint step (None: the latest).
     dtype: storage dtype of the parameters ('float16' or 'float32').
+    key: which parameters: 'ema_params' (default) or 'params' (the raw ones).
 
   Returns:
     The path of the parameters file.
@@ -40,7 +41,7 @@ def export(workdir: str, out_dir: str, *, step: int | None = None,
   if os.path.exists(target):
     raise FileExistsError(f"{target} exists; export into a new directory or delete it first.")
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=1 << 30)
-  params, config = ckpt.read_params(step)
+  params, config = ckpt.read_params(step, key)
   ckpt.close()
   params = jax.tree.map(lambda x: np.asarray(x, dtype), params)
   os.makedirs(out_dir, exist_ok=True)
@@ -51,8 +52,11 @@ def export(workdir: str, out_dir: str, *, step: int | None = None,
   return target
 
 
-def load(path: str) -> tuple[Any, ml_collections.ConfigDict]:
-  """(params as float32 numpy, stage config) from an export or a training workdir."""
+def load(path: str, key: str = "ema_params") -> tuple[Any, ml_collections.ConfigDict]:
+  """(params as float32 numpy, stage config) from an export or a training workdir.
+
+  `key` picks the parameters of a training workdir ('ema_params' or 'params').
+  """
   if os.path.isfile(os.path.join(path, PARAMS)):
     with open(os.path.join(path, PARAMS), "rb") as f:
       params = flax.serialization.msgpack_restore(f.read())
@@ -62,7 +66,7 @@ def load(path: str) -> tuple[Any, ml_collections.ConfigDict]:
     from videojax.train.checkpoint import Checkpointer
 
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30)
-    params, config = ckpt.read_params()
+    params, config = ckpt.read_params(key=key)
     ckpt.close()
   else:
     raise FileNotFoundError(f"No stage weights at {path!r}: expected an exported directory "

@@ -10,7 +10,7 @@ combines the network (`nn/`) with the diffusion math (`diffusion/`):
   - classifier-free guidance dropout of the text (empty null input),
   - AdamW with warmup and cosine decay, gradient clipping, gradient accumulation
     (optax.MultiSteps), parameter freezing by name (a regex of trainable paths), and
-    an EMA of the parameters in the state.
+    an EMA of the parameters in the state (with warmup).
 """
 
 from __future__ import annotations
@@ -136,9 +136,12 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: t.ema_decay * e + (1.0 - t.ema_decay) * p,
-                       state.ema_params, params)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    # EMA with warmup: decay min(ema_decay, (1 + step) / (10 + step)), so that a short
+    # run's average is not dominated by the initial parameters.
+    n = state.step.astype(jnp.float32)
+    decay = jnp.minimum(t.ema_decay, (1.0 + n) / (10.0 + n))
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay}
     if lr_fn is not None:
       metrics["learning_rate"] = lr_fn(state.step)
     return TrainState(state.step + 1, params, ema, opt_state), metrics

@@ -196,6 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       last["steps_per_second"] = rate
       last["examples_per_second"] = rate * config.data.batch_size
       eta = (config.train.num_steps - step) / max(rate, 1e-9)
+      last["eta_seconds"] = eta
       logging.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %.0fs", step,
                    config.train.num_steps, loss, last["grad_norm"], last.get("learning_rate", 0),
                    rate, eta)
