@@ -1,6 +1,7 @@
 """The cascade: chain validation before compute, the Python API and the sample CLI, on
 the tiny randomly initialised cascade (configs/cascades/tiny.py)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,26 @@ def test_sample_cli_writes_videos_and_never_overwrites(tmp_path):
   bad = subprocess.run(cmd[:-1] + ["--cascade.stages.base.sample.num_stepz=3"], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "num_stepz" in bad.stderr
+
+
+def test_shipped_demo_weights_fit_their_stages():
+  """The exported demo weights exist and have exactly the shapes their configs build."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  from videojax.cascade import weights
+  from videojax.nn import unet3d
+
+  for stage in S.stages_from_config(S.load_config_file("configs/cascades/demo.py")):
+    params, config = weights.load(stage.checkpoint)
+    as_json = lambda c: json.dumps(c.to_dict(), sort_keys=True)  # noqa: E731 (tuples = lists)
+    assert as_json(config.model) == as_json(stage.config.model)
+    model = unet3d.from_config(stage.config.model)
+    b, (t, h, w, _) = 1, stage.output  # noqa: RUF059
+    kw = unet3d.example_inputs(model, (b, t, h, w, 3), text_len=stage.config.text.max_len,
+                               ssr_factor=stage.config.data.spatial_factor)
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+        jax.random.PRNGKey(0), jnp.zeros((b, t, h, w, 3)), jnp.zeros((b,)),
+        **{k: jnp.zeros(v.shape, v.dtype) for k, v in kw.items()})))
+    assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

@@ -1,0 +1,496 @@
+"""Scale planner: what a stage's train step costs on a mesh, without allocating it.
+
+`plan(config, {'data': 8, 'fsdp': 8}, 64)` ahead-of-time lowers and compiles the
+stage's jitted train step (the trainer's recipe: shardings from the logical axis
+rules, `donate_argnums=0`) and one denoiser call of its sampler (the classifier-free
+guidance batch of 2B) on abstract inputs only (`jax.eval_shape`, sharded
+`jax.ShapeDtypeStruct`s), so a 5B-parameter U-Net plans on fake CPU devices
+(`jax_num_cpu_devices`, set before JAX starts its backend).
+
+It reports
+  - the parameter count and the per-device bytes of parameters, optimizer state and
+    EMA, from their shardings (each leaf's shard shape, so replicated leaves count whole),
+  - XLA's memory analysis of the compiled step: arguments, outputs, their aliasing
+    (donation), temporaries (activations and gradients) and generated code,
+  - FLOPs: XLA's cost analysis of the compiled (partitioned, per-device) module, of the
+    lowered (global, unpartitioned) module, and an analytic matmul count,
+  - collective traffic: the collectives of the compiled HLO and their operand bytes,
+and `format_table` turns plans into step times at an MFU on named accelerators.
+
+Caveats: the numbers come from the XLA *CPU* compiler. Its fusion, scheduling and
+buffer assignment differ from TPU and GPU, so temp bytes are an estimate of the
+activation footprint, not a TPU/GPU measurement; collectives inside loops count once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec
+
+from videojax import diffusion
+from videojax.cascade.sampling import SampleSettings
+from videojax.nn import unet3d
+from videojax.nn.text import null_text
+from videojax.parallel import sharding
+from videojax.train import step as step_lib
+
+GiB = 2**30
+# Peak dense bf16 TFLOP/s per chip (vendor figures, no sparsity).
+ACCELERATORS = {"tpu_v4": 275e12, "tpu_v5e": 197e12, "tpu_v5p": 459e12, "h100": 989e12}
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
+               "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+  """'data=8,fsdp=8,tensor=1' -> {'data': 8, 'fsdp': 8, 'tensor': 1}.
+
+  Raises:
+    ValueError: a malformed entry, an unknown axis name or a size that is not a
+      positive integer.
+  """
+  shape = {}
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    name, eq, size = item.partition("=")
+    if not eq or not size.strip().isdigit():
+      raise ValueError(f"Mesh entry {item!r} in {spec!r} is not axis=size; write e.g. "
+                       "'data=8,fsdp=8,tensor=1'.")
+    shape[name.strip()] = int(size)
+  return check_mesh(shape)
+
+
+def check_mesh(mesh_shape: Mapping[str, int], num_devices: int | None = None
+               ) -> dict[str, int]:
+  """All three axes' sizes; checks names, sizes and (if given) the device count.
+
+  Raises:
+    ValueError: an axis not in ('data', 'fsdp', 'tensor'), a size < 1, or a product
+      of sizes that differs from `num_devices`.
+  """
+  unknown = set(mesh_shape) - set(sharding.MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; the mesh axes are "
+                     f"{sharding.MESH_AXES}.")
+  shape = {a: int(mesh_shape.get(a, 1)) for a in sharding.MESH_AXES}
+  if min(shape.values()) < 1:
+    raise ValueError(f"Mesh axis sizes must be >= 1, got {shape}.")
+  if num_devices is not None and math.prod(shape.values()) != num_devices:
+    raise ValueError(f"Mesh {shape} spans {math.prod(shape.values())} devices but "
+                     f"{num_devices} were asked for; make the axis sizes multiply to "
+                     f"{num_devices}.")
+  return shape
+
+
+def train_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, tuple]:
+  """Shapes of a training batch as the input pipeline makes it (data/pipeline.py)."""
+  d, b = config.data, batch_size
+  h, w = (d.crop, d.crop) if d.kind == "ssr" and d.crop else (d.height, d.width)
+  shapes = {"video": ((b, d.frames, h, w, 3), jnp.float32), "is_image": ((b,), jnp.bool_)}
+  if d.kind == "ssr":
+    f = d.spatial_factor
+    shapes["cond_video"] = ((b, d.frames, h // f, w // f, 3), jnp.float32)
+  elif d.kind == "tsr":
+    shapes["cond_video"] = ((b, d.frames, h, w, 3), jnp.float32)
+    shapes["cond_frames_mask"] = ((b, d.frames), jnp.float32)
+  if config.model.text_dim:
+    shapes["text_embeddings"] = ((b, config.text.max_len, config.model.text_dim), jnp.float32)
+    shapes["text_mask"] = ((b, config.text.max_len), jnp.int32)
+  return shapes
+
+
+def _abstract(shapes: Mapping[str, tuple], mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """ShapeDtypeStructs sharded over the batch axes."""
+  return {k: jax.ShapeDtypeStruct(s, dt, sharding=sharding.batch_sharding(mesh, len(s)))
+          for k, (s, dt) in shapes.items()}
+
+
+def _shard_bytes(x: jax.ShapeDtypeStruct, s: NamedSharding) -> int:
+  """Bytes of one device's shard of `x` (replicated axes count whole)."""
+  return math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+
+
+def _tree_bytes(tree: Any, shardings: Any) -> int:
+  return sum(jax.tree.leaves(jax.tree.map(_shard_bytes, tree, shardings)))
+
+
+def shape_bytes(text: str) -> int:
+  """Bytes of every HLO array shape ('f32[8,16]{1,0}', tuples too) in `text`."""
+  total = 0
+  for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", text):
+    if dtype in _DTYPE_BYTES:
+      total += _DTYPE_BYTES[dtype] * math.prod(int(n) for n in dims.split(",") if n)
+  return total
+
+
+def collective_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
+  """Count and operand bytes of each collective in an HLO module's text.
+
+  Async pairs count once (their '-start' op). The bytes are those of the operands as
+  the (per-device, partitioned) module sees them; ops inside loop bodies count once.
+
+  Returns:
+    {kind: {'count': n, 'bytes': operand bytes}} for each kind in COLLECTIVES.
+  """
+  result_bytes: dict[str, int] = {}  # instruction name -> bytes of its result
+  out = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
+  op_re = re.compile(r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\((.*)")
+  for line in hlo_text.splitlines():
+    line = re.sub(r"/\*.*?\*/", "", line)  # '/*index=5*/' comments in long operand lists
+    lhs, eq, rhs = line.partition(" = ")
+    if not eq:
+      continue
+    name = lhs.split()[-1].lstrip("%")
+    m = op_re.search(" " + rhs)
+    shape_part = rhs if m is None else (" " + rhs)[:m.start()]
+    result_bytes[name] = shape_bytes(shape_part)
+    if m is None:
+      continue
+    args = m.group(3)
+    depth, end = 1, len(args)  # the operand list runs to the matching ')'
+    for i, ch in enumerate(args):
+      depth += {"(": 1, ")": -1}.get(ch, 0)
+      if depth == 0:
+        end = i
+        break
+    args = args[:end]
+    size = shape_bytes(args)  # operands printed with their shapes
+    if not size:  # or by name only
+      size = sum(result_bytes.get(a.strip().lstrip("%"), 0) for a in args.split(","))
+    out[m.group(1)]["count"] += 1
+    out[m.group(1)]["bytes"] += size
+  return out
+
+
+def analytic_forward_flops(model: unet3d.UNet3D, params: Any, z_shape: tuple[int, ...],
+                           text_len: int) -> int:
+  """Matmul FLOPs of one U-Net forward pass (2 per multiply-add), from its shapes.
+
+  Every conv / dense kernel costs 2 * kernel size per position it is applied at: the
+  video positions of its level (B T H W at 1/2**level of the input size), the text
+  tokens (cross-attention keys and values) or the batch (conditioning embedding, FiLM).
+  Attention adds 4 * C per (query, key) pair. Norms and elementwise ops are left out.
+  A train step costs about 3x this (the backward pass twice the forward).
+  """
+  b, t, h, w = z_shape[:4]
+  levels = len(model.channel_mult)
+  tdown = [1] + [2**sum(map(bool, model.temporal_downsample[:i])) for i in range(1, levels)]
+
+  def size(level):  # (T, H*W) at a level
+    return t // tdown[level], (h // 2**level) * (w // 2**level)
+
+  total = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [str(getattr(k, "key", k)) for k in path]
+    if names[-1] != "kernel":
+      continue
+    top = names[1] if names[0] == "params" else names[0]
+    m = re.match(r"(down|up)(\d+)_(\d+|sample)$", top)
+    level = (levels - 1 if top.startswith("mid") else 0) if m is None else int(m.group(2))
+    if m and m.group(3) == "sample":
+      level = level + 1 if m.group(1) == "down" else level - 1  # where its output lives
+    tl, hw = size(level)
+    if top == "cond_emb" or "FiLM" in "/".join(names):
+      positions = b
+    elif "cross_attn" in names and names[-2] in ("key", "value"):
+      positions = b * text_len
+    else:
+      positions = b * tl * hw
+    total += 2 * math.prod(leaf.shape) * positions
+    if names[-2] == "query":  # QK^T and AV: 4 C per (query, key) pair
+      pairs = {"spatial_attn": tl * hw * hw, "temporal_attn": hw * tl * tl,
+               "cross_attn": tl * hw * text_len}[names[-3]]
+      total += 4 * leaf.shape[-1] * b * pairs
+  return int(total)
+
+
+def _cost(stage: Any) -> dict[str, float]:
+  """XLA's cost analysis (a dict, or a list of one dict in some jax versions)."""
+  try:
+    cost = stage.cost_analysis()
+  except Exception:  # not every backend / version provides it
+    return {}
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return dict(cost or {})
+
+
+def _compiled_stats(lowered, compile_start: float, compile: bool = True) -> dict[str, Any]:
+  """Memory, FLOPs and collectives of a lowered computation, compiled now.
+
+  Without `compile`, only the global FLOPs of the lowered module (memory and
+  collectives need XLA's partitioned, compiled program).
+  """
+  if not compile:
+    return {"compile_seconds": 0.0, "memory": {}, "flops_per_device": 0.0,
+            "flops_lowered": float(_cost(lowered).get("flops", 0.0)), "collectives": {}}
+  compiled = lowered.compile()
+  seconds = time.time() - compile_start
+  mem = compiled.memory_analysis()
+  memory = {}
+  if mem is not None:
+    memory = {k: int(getattr(mem, f"{k}_size_in_bytes", 0)) for k in
+              ("argument", "output", "alias", "temp", "generated_code")}
+    # live at the peak: inputs, outputs not aliased to (donated) inputs, temporaries
+    memory["peak"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+  return {"compile_seconds": seconds, "memory": memory,
+          "flops_per_device": float(_cost(compiled).get("flops", 0.0)),
+          "flops_lowered": float(_cost(lowered).get("flops", 0.0)),
+          "collectives": collective_traffic(compiled.as_text())}
+
+
+def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
+         num_devices: int | None = None, batch_size: int | None = None, *,
+         sample: SampleSettings | None = None, frame_chunk: int = 0,
+         compile_sampler: bool = True, compile: bool = True, name: str = ""
+         ) -> dict[str, Any]:
+  """Compiles a stage's train step (and one sampler call) on abstract inputs and measures it.
+
+  Args:
+    config: a stage config (configs/base.py, tsr.py, ssr.py).
+    mesh_shape: sizes of the 'data', 'fsdp' and 'tensor' axes (missing ones are 1).
+    num_devices: devices to span (default: the product of the sizes); the first
+      `num_devices` of `jax.devices()` are used.
+    batch_size: global training batch (default: config.data.batch_size); the sampler
+      call takes the same number of videos (2x that with classifier-free guidance).
+    sample: sampling settings (default: the config's `sample` section).
+    frame_chunk: SSR: frames per sampler call (0: all frames), as the cascade runs it.
+    compile_sampler: also plan the sampler's denoiser call.
+    compile: compile (minutes for a large U-Net on CPU); False only lowers, which gives
+      the parameters, their per-device bytes and the global FLOPs, not memory
+      analysis or collectives.
+    name: a label for reports (the stage's name).
+
+  Returns:
+    A dict: name, devices, mesh, batch_size, video_shape, param_count, compute_dtype,
+    per_device_bytes {params, opt_state, ema_params, batch}, train {compile_seconds,
+    memory {argument, output, alias, temp, generated_code, peak}, flops_per_device,
+    flops_lowered, collectives}, analytic_train_flops, and `sampler` (the same
+    measurements of one denoiser call, plus calls_per_sample and analytic_flops) or None.
+
+  Raises:
+    ValueError: a bad mesh, too few devices, or a batch the batch axes do not divide;
+      all before anything is compiled.
+  """
+  num_devices = num_devices or math.prod(check_mesh(mesh_shape).values())
+  shape = check_mesh(mesh_shape, num_devices)
+  available = len(jax.devices())
+  if num_devices > available:
+    raise ValueError(f"Planning for {num_devices} devices but JAX sees {available}; start "
+                     f"Python with XLA_FLAGS=--xla_force_host_platform_device_count="
+                     f"{num_devices} (or jax.config.update('jax_num_cpu_devices', "
+                     f"{num_devices}) before JAX initialises its backend).")
+  batch_size = int(batch_size or config.data.batch_size)
+  batch_ways = shape["data"] * shape["fsdp"]
+  if batch_size % batch_ways:
+    raise ValueError(f"Global batch {batch_size} does not divide over the batch axes "
+                     f"data x fsdp = {batch_ways}; pass a batch that is a multiple of "
+                     f"{batch_ways}.")
+  sample = sample or SampleSettings.from_config(config.sample)
+  frames = config.data.frames
+  if frame_chunk and frames % frame_chunk:
+    raise ValueError(f"frame_chunk {frame_chunk} must divide the stage's {frames} frames.")
+
+  mesh = sharding.make_mesh(shape, jax.devices()[:num_devices])
+  rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
+                for name, axes in config.mesh.rules)
+  model = unet3d.from_config(config.model)
+  schedule = diffusion.get_schedule(config.diffusion.schedule,
+                                    logsnr_min=config.diffusion.logsnr_min,
+                                    logsnr_max=config.diffusion.logsnr_max)
+  shapes = train_shapes(config, batch_size)
+
+  def init_params():  # batch 1: the parameters do not depend on it
+    one = {k: jnp.zeros((1,) + s[1:], dt) for k, (s, dt) in shapes.items()}
+    kwargs = {k: v for k, v in step_lib.model_inputs(one).items() if k != "is_image"}
+    if "cond_video" in kwargs:
+      kwargs["aug_logsnr"] = jnp.zeros((1,))
+    return model.init(jax.random.PRNGKey(0), one["video"], jnp.zeros((1,)), **kwargs)
+
+  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
+  optim = ml_collections.ConfigDict(config.optim.to_dict())
+  optim.total_steps = optim.total_steps or config.train.num_steps
+  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
+  boxed = jax.eval_shape(lambda: step_lib.init_state(init_params(), tx))
+  state_shardings = sharding.logical_shardings(boxed, mesh, rules)
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      nn.meta.unbox(boxed), state_shardings)
+  batch = _abstract(shapes, mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+
+  result: dict[str, Any] = {
+      "name": name, "devices": num_devices, "mesh": shape, "batch_size": batch_size,
+      "video_shape": shapes["video"][0], "compute_dtype": str(jnp.dtype(model.dtype)),
+      "param_count": sum(math.prod(x.shape) for x in jax.tree.leaves(params_shape)),
+      "per_device_bytes": {
+          "params": _tree_bytes(abstract_state.params, state_shardings.params),
+          "opt_state": _tree_bytes(abstract_state.opt_state, state_shardings.opt_state),
+          "ema_params": _tree_bytes(abstract_state.ema_params, state_shardings.ema_params),
+          "batch": sum(_shard_bytes(x, x.sharding) for x in batch.values())},
+  }
+  text_len = config.text.max_len if model.text_dim else 0
+  result["analytic_train_flops"] = 3 * analytic_forward_flops(
+      model, params_shape, shapes["video"][0], text_len)
+
+  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
+  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
+    start = time.time()
+    lowered = jax.jit(train_step, in_shardings=(state_shardings, None, None),
+                      out_shardings=(state_shardings, None),
+                      donate_argnums=0).lower(abstract_state, batch, key)
+    result["train"] = _compiled_stats(lowered, start, compile)
+    result["sampler"] = _plan_sampler(model, config, sample, batch_size, frame_chunk,
+                                      abstract_state.ema_params, state_shardings.ema_params,
+                                      mesh, compile) if compile_sampler else None
+  return result
+
+
+def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_chunk: int,
+                  params, param_shardings, mesh, compile: bool = True) -> dict[str, Any]:
+  """One denoiser call of the stage's sampler (guided: one network call on 2B)."""
+  d = config.data
+  t = frame_chunk or d.frames
+  shapes = {"z": ((batch_size, t, d.height, d.width, 3), jnp.float32),
+            "logsnr": ((batch_size,), jnp.float32)}
+  if d.kind == "ssr":
+    f = d.spatial_factor
+    shapes["cond_video"] = ((batch_size, t, d.height // f, d.width // f, 3), jnp.float32)
+  elif d.kind == "tsr":
+    shapes["cond_video"] = ((batch_size, t, d.height, d.width, 3), jnp.float32)
+    shapes["cond_mask"] = ((batch_size, t), jnp.float32)
+  if d.kind != "base":
+    shapes["aug_logsnr"] = ((batch_size,), jnp.float32)
+  if model.text_dim:
+    shapes["text"] = ((batch_size, config.text.max_len, model.text_dim), jnp.float32)
+    shapes["text_mask"] = ((batch_size, config.text.max_len), jnp.int32)
+  inputs = _abstract(shapes, mesh)
+  guided = bool(model.text_dim) and sample.guidance_scale != 1.0
+
+  def denoise(params, z, logsnr, cond):
+    fn = lambda z, logsnr, **c: model.apply(params, z, logsnr, **c)  # noqa: E731
+    if guided:
+      emb, mask = null_text(*cond["text"].shape)
+      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
+                                              sample.guidance_scale)
+    return fn(z, logsnr, **cond)
+
+  start = time.time()
+  cond = {k: v for k, v in inputs.items() if k not in ("z", "logsnr")}
+  lowered = jax.jit(denoise, in_shardings=(param_shardings, None, None, None),
+                    out_shardings=sharding.batch_sharding(mesh, 5)).lower(
+                        params, inputs["z"], inputs["logsnr"], cond)
+  stats = _compiled_stats(lowered, start, compile)
+  network_batch = batch_size * (2 if guided else 1)
+  text_len = config.text.max_len if model.text_dim else 0
+  stats.update(
+      network_batch=network_batch, guided=guided, frames_per_call=t,
+      calls_per_sample=sample.num_steps * (d.frames // t) *
+      (2 if sample.sampler == "heun" else 1),
+      analytic_flops=analytic_forward_flops(model, params, (network_batch,) + shapes["z"][0][1:],
+                                            text_len))
+  return stats
+
+
+def step_seconds(flops: float, num_devices: int, peak_flops: float, mfu: float) -> float:
+  """Seconds for `flops` (global) on `num_devices` chips of `peak_flops` at `mfu`."""
+  if not 0.0 < mfu <= 1.0:
+    raise ValueError(f"MFU must be in (0, 1], got {mfu}.")
+  return flops / (num_devices * peak_flops * mfu)
+
+
+def global_train_flops(result: Mapping[str, Any]) -> float:
+  """The step's model FLOPs: XLA's count of the unpartitioned step, else the analytic one."""
+  return result["train"]["flops_lowered"] or float(result["analytic_train_flops"])
+
+
+def mesh_str(mesh: Mapping[str, int]) -> str:
+  """{'data': 8, 'fsdp': 8, 'tensor': 1} -> 'data=8,fsdp=8,tensor=1' (parse_mesh's format)."""
+  return ",".join(f"{a}={s}" for a, s in mesh.items())
+
+
+def _gib(n: float | None) -> str:
+  return "-" if n is None else f"{n / GiB:.3g}"
+
+
+def _seconds(s: float) -> str:
+  return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def format_table(results: list[Mapping[str, Any]], mfu: float = 0.45,
+                 memory_gib: float = 16.0, accelerators: tuple[str, ...] = ("tpu_v5p", "h100")
+                 ) -> str:
+  """A markdown table of plans: memory per device, FLOPs and step times at `mfu`.
+
+  Step time = global train FLOPs / (devices x peak bf16 FLOP/s x mfu); "fits" compares
+  the compiled step's peak per-device bytes (arguments + unaliased outputs + temps)
+  with `memory_gib`.
+  """
+  unknown = set(accelerators) - set(ACCELERATORS)
+  if unknown:
+    raise ValueError(f"Unknown accelerators {sorted(unknown)}; known: {sorted(ACCELERATORS)}.")
+  head = (["stage", "devices", "mesh", "batch", "params", "params+opt+EMA GiB/dev",
+           "temp GiB/dev", "peak GiB/dev", f"fits {memory_gib:g} GiB", "train TFLOP/step",
+           "collective GiB/dev"] + [f"step @{mfu:.0%} {a}" for a in accelerators] +
+          ["sampler call TFLOP", "sampler peak GiB/dev"])
+  rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in results:
+    train, dev = r["train"], r["per_device_bytes"]
+    state = dev["params"] + dev["opt_state"] + dev["ema_params"]
+    mem, peak = train["memory"], train["memory"].get("peak")
+    flops = global_train_flops(r)
+    coll = sum(c["bytes"] for c in train["collectives"].values()) if mem else None
+    s = r.get("sampler") or {}
+    cells = [r.get("name") or "-", str(r["devices"]), mesh_str(r["mesh"]),
+             str(r["batch_size"]), f"{r['param_count'] / 1e6:,.0f}M", _gib(state),
+             _gib(mem.get("temp")), _gib(peak),
+             "-" if not mem else "yes" if peak <= memory_gib * GiB else "no",
+             f"{flops / 1e12:.4g}", _gib(coll)]
+    cells += [_seconds(step_seconds(flops, r["devices"], ACCELERATORS[a], mfu))
+              for a in accelerators]
+    cells += [f"{(s.get('flops_lowered') or s.get('analytic_flops', 0)) / 1e12:.4g}"
+              if s else "-", _gib(s["memory"].get("peak")) if s else "-"]
+    rows.append("| " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
+def format_report(result: Mapping[str, Any], mfu: float = 0.45, memory_gib: float = 16.0
+                  ) -> str:
+  """A plain-text report of one plan: every measurement, with where it comes from."""
+  r, train, s = result, result["train"], result.get("sampler")
+  flops, mem = global_train_flops(r), train["memory"]
+  sizes = lambda d: ", ".join(f"{k} {_gib(v)} GiB" for k, v in d.items())  # noqa: E731
+  lines = [f"{r.get('name') or 'stage'}: {r['devices']} devices, mesh {mesh_str(r['mesh'])}, "
+           f"global batch {r['batch_size']} of {tuple(r['video_shape'][1:])} videos, "
+           f"compute {r['compute_dtype']}",
+           f"  parameters           {r['param_count']:,}",
+           f"  per device (shards)  {sizes(r['per_device_bytes'])}",
+           f"  FLOPs / step         global {train['flops_lowered']:.3e} (XLA, unpartitioned), "
+           f"analytic {r['analytic_train_flops']:.3e}",
+           f"  step @{mfu:.0%} MFU     " + ", ".join(
+               f"{a} {_seconds(step_seconds(flops, r['devices'], p, mfu))}"
+               for a, p in ACCELERATORS.items()) + " (peak dense bf16)"]
+  if mem:
+    lines += [f"  compiled in          {train['compile_seconds']:.1f} s; per device "
+              f"{train['flops_per_device']:.3e} FLOPs (x{r['devices']} = "
+              f"{train['flops_per_device'] * r['devices'] / max(flops, 1):.2f} of global)",
+              f"  XLA memory / device  {sizes(mem)}; fits {memory_gib:g} GiB: "
+              f"{mem['peak'] <= memory_gib * GiB}",
+              "  collectives / device " + ", ".join(
+                  f"{k} {c['count']} ops {_gib(c['bytes'])} GiB"
+                  for k, c in train["collectives"].items() if c["count"])]
+  if s:
+    lines += [f"  sampler call         network batch {s['network_batch']} x {s['frames_per_call']} "
+              f"frames (guided: {s['guided']}), {s['calls_per_sample']} calls per sample; "
+              f"FLOPs global {s['flops_lowered']:.3e}, analytic {s['analytic_flops']:.3e}"]
+    lines += [f"    memory / device {sizes(s['memory'])}"] if s["memory"] else []
+  return "\n".join(lines)
