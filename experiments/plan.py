@@ -38,8 +38,8 @@ if __name__ == "__main__":  # before JAX is imported: fake CPU devices
     os.environ["XLA_FLAGS"] = " ".join(_flags + [
         f"--xla_force_host_platform_device_count={_n}"])
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file.",
                                           lock_config=True)
@@ -55,7 +55,9 @@ _MEMORY = flags.DEFINE_float("memory_gib", 16.0, "Per-device memory the step mus
 _ACCEL = flags.DEFINE_list("accelerators", ["tpu_v5p", "h100"],
                            "Accelerators of the table's step-time columns.")
 _DTYPE = flags.DEFINE_string("dtype", "", "Override model.dtype ('bfloat16'); '' keeps it.")
-_SAMPLER = flags.DEFINE_bool("sampler", True, "Also compile one sampler call.")
+_SAMPLER = flags.DEFINE_bool("sampler", True, "Also plan one sampler call.")
+_COMPILE = flags.DEFINE_bool("compile", True, "Compile (memory, collectives); --nocompile "
+                             "only lowers: parameters, state bytes, FLOPs, step times.")
 _OUT = flags.DEFINE_string("out", None, "Append the command, table and reports (markdown).")
 flags.mark_flags_as_required(["mesh", "devices"])
 
@@ -97,7 +99,8 @@ def main(argv):
       config.model.dtype = _DTYPE.value
     for mesh in meshes:
       result = plan_lib.plan(config, mesh, _DEVICES.value, _BATCH.value, sample=sample,
-                             frame_chunk=chunk, compile_sampler=_SAMPLER.value, name=name)
+                             frame_chunk=chunk, compile_sampler=_SAMPLER.value,
+                             compile=_COMPILE.value, name=name)
       results.append(result)
       print(plan_lib.format_report(result, _MFU.value, _MEMORY.value), flush=True)
   table = plan_lib.format_table(results, _MFU.value, _MEMORY.value, tuple(_ACCEL.value))

@@ -104,7 +104,17 @@ def test_resume_after_sigkill_is_bitwise_exact_other_mesh_and_mismatch(tiny_data
   rnd = random.Random(0)
   entries = _kill_when(proc, ckpt, lambda es: "8" in es and rnd.random() < 0.05)
   assert entries is not None, "the run finished before it could be killed"
-  # 3. Resume to the end.
+  # 3. Resume, then SIGTERM (preemption): the run saves the step it is at and exits 0.
+  proc = _start(work, tiny_data_dir)
+  t0 = time.time()
+  while "12" not in _entries(ckpt) and proc.poll() is None and time.time() - t0 < 300:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0 and "Stopped by signal at step" in err, err[-2000:]
+  stopped_at = int(err.split("Stopped by signal at step ")[1].split()[0].rstrip(";."))
+  assert 12 <= stopped_at < STEPS and str(stopped_at) in _entries(ckpt)
+  # 4. Resume to the end.
   _finish(_start(work, tiny_data_dir))
 
   a, b = _params(straight), _params(work)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -216,7 +217,7 @@ def _cost(stage: Any) -> dict[str, float]:
   """XLA's cost analysis (a dict, or a list of one dict in some jax versions)."""
   try:
     cost = stage.cost_analysis()
-  except Exception:  # not every backend / version provides it
+  except (NotImplementedError, RuntimeError):  # not every backend / version has it
     return {}
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
@@ -377,7 +378,7 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
   guided = bool(model.text_dim) and sample.guidance_scale != 1.0
 
   def denoise(params, z, logsnr, cond):
-    fn = lambda z, logsnr, **c: model.apply(params, z, logsnr, **c)  # noqa: E731
+    fn = lambda z, logsnr, **c: model.apply(params, z, logsnr, **c)
     if guided:
       emb, mask = null_text(*cond["text"].shape)
       fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
@@ -468,29 +469,30 @@ def format_report(result: Mapping[str, Any], mfu: float = 0.45, memory_gib: floa
   """A plain-text report of one plan: every measurement, with where it comes from."""
   r, train, s = result, result["train"], result.get("sampler")
   flops, mem = global_train_flops(r), train["memory"]
-  sizes = lambda d: ", ".join(f"{k} {_gib(v)} GiB" for k, v in d.items())  # noqa: E731
-  lines = [f"{r.get('name') or 'stage'}: {r['devices']} devices, mesh {mesh_str(r['mesh'])}, "
-           f"global batch {r['batch_size']} of {tuple(r['video_shape'][1:])} videos, "
-           f"compute {r['compute_dtype']}",
+  sizes = lambda d: ", ".join(f"{k} {_gib(v)} GiB" for k, v in d.items())
+  lines = [(f"{r.get('name') or 'stage'}: {r['devices']} devices, mesh {mesh_str(r['mesh'])}, "
+            f"global batch {r['batch_size']} of {tuple(r['video_shape'][1:])} videos, "
+            f"compute {r['compute_dtype']}"),
            f"  parameters           {r['param_count']:,}",
            f"  per device (shards)  {sizes(r['per_device_bytes'])}",
-           f"  FLOPs / step         global {train['flops_lowered']:.3e} (XLA, unpartitioned), "
-           f"analytic {r['analytic_train_flops']:.3e}",
+           (f"  FLOPs / step         global {train['flops_lowered']:.3e} (XLA, unpartitioned), "
+            f"analytic {r['analytic_train_flops']:.3e}"),
            f"  step @{mfu:.0%} MFU     " + ", ".join(
                f"{a} {_seconds(step_seconds(flops, r['devices'], p, mfu))}"
                for a, p in ACCELERATORS.items()) + " (peak dense bf16)"]
   if mem:
-    lines += [f"  compiled in          {train['compile_seconds']:.1f} s; per device "
-              f"{train['flops_per_device']:.3e} FLOPs (x{r['devices']} = "
-              f"{train['flops_per_device'] * r['devices'] / max(flops, 1):.2f} of global)",
-              f"  XLA memory / device  {sizes(mem)}; fits {memory_gib:g} GiB: "
-              f"{mem['peak'] <= memory_gib * GiB}",
+    lines += [(f"  compiled in          {train['compile_seconds']:.1f} s; per device "
+               f"{train['flops_per_device']:.3e} FLOPs (x{r['devices']} = "
+               f"{train['flops_per_device'] * r['devices'] / max(flops, 1):.2f} of global)"),
+              (f"  XLA memory / device  {sizes(mem)}; fits {memory_gib:g} GiB: "
+               f"{mem['peak'] <= memory_gib * GiB}"),
               "  collectives / device " + ", ".join(
                   f"{k} {c['count']} ops {_gib(c['bytes'])} GiB"
                   for k, c in train["collectives"].items() if c["count"])]
   if s:
-    lines += [f"  sampler call         network batch {s['network_batch']} x {s['frames_per_call']} "
-              f"frames (guided: {s['guided']}), {s['calls_per_sample']} calls per sample; "
-              f"FLOPs global {s['flops_lowered']:.3e}, analytic {s['analytic_flops']:.3e}"]
+    lines += [(f"  sampler call         network batch {s['network_batch']} x "
+               f"{s['frames_per_call']} frames (guided: {s['guided']}), "
+               f"{s['calls_per_sample']} calls per sample; FLOPs global "
+               f"{s['flops_lowered']:.3e}, analytic {s['analytic_flops']:.3e}")]
     lines += [f"    memory / device {sizes(s['memory'])}"] if s["memory"] else []
   return "\n".join(lines)

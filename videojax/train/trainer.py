@@ -8,7 +8,8 @@ TensorBoard event files, evaluating a held-out loss at fixed noise levels, and
 saving checkpoints. At start it logs a parameter overview; every
 `train.preview_every` steps it samples the stage on a few validation examples (EMA
 parameters, the config's `sample` settings) and writes the videos as GIFs into the
-workdir and TensorBoard. A non-finite loss stops the run at that step, naming it and the
+workdir and TensorBoard. SIGTERM (a preempted or cancelled job) stops the run after
+the current step and saves it. A non-finite loss stops the run at that step, naming it and the
 last good checkpoint; nothing is written after it.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -108,6 +111,24 @@ def _preview(config, model, schedule):
   return preview
 
 
+class _StopOnSignal:
+  """Turns SIGTERM into a request to stop after the current step (main thread only)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a stage; resumes from `workdir` if it holds checkpoints.
 
@@ -180,7 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rng = jax.random.PRNGKey(config.seed)
   last: dict[str, Any] = {}
   start_step, t0 = int(state.step), time.time()
-  while int(state.step) < config.train.num_steps:
+  stop = _StopOnSignal()  # SIGTERM (preemption, `kill`): save this step, then return
+  while int(state.step) < config.train.num_steps and not stop.requested:
     batch = pipeline.to_global(next(it), mesh)
     with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
       state, metrics = jstep(state, batch, rng)
@@ -188,6 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     loss = float(metrics["loss"])
     if not np.isfinite(loss):
       ckpt.wait()
+      stop.restore()
       raise FloatingPointError(f"Non-finite loss {loss} at step {step}; last good checkpoint: "
                                f"step {ckpt.latest_step()} in {workdir}/checkpoints.")
     if step % config.train.log_every == 0 or step == config.train.num_steps:
@@ -213,6 +236,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step % config.train.preview_every == 0 or step == config.train.num_steps):
       last["preview"] = preview(state.ema_params, eval_ds[0], step, writer)
     ckpt.maybe_save(step, state, data_state=it.get_state(), config=config.to_dict())
+  stop.restore()
+  if stop.requested:
+    logging.info("Stopped by signal at step %d; saving it.", int(state.step))
   ckpt.save(int(state.step), state, data_state=it.get_state(), config=config.to_dict(),
             force=True)
   ckpt.wait()
