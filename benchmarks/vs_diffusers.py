@@ -21,26 +21,32 @@ is about twice the forward).
 
 Mapping (diffusers -> ours). Shared: block_out_channels -> base_channels *
 channel_mult; in/out channels 4; cross_attention_dim -> text_dim; diffusers'
-`attention_head_dim=8` (a historical misnomer: it is the number of heads handed to the
-blocks, which then build C / 8 heads of width 8) -> head_dim=8; a temporal conv in
-every residual block of every level. What differs, per layer: diffusers' spatial and
-temporal transformers carry proj_in/proj_out and a GEGLU feed-forward (4x), its
-temporal layer has two self-attentions, its TemporalConvLayer is four GroupNorm-SiLU-
-conv(3x1x1) layers where ours is one, and a temporal transformer (`transformer_in`)
-follows its input conv; ours has attention blocks without feed-forward, FiLM
-(scale and shift) where it adds the time embedding, a wider noise-level MLP and an
-attention-pooled text vector in the conditioning embedding. Its attention layers are
-therefore about four times ours in parameters, so ours gets one more residual stage
-per level (num_res_blocks = layers_per_block + 1); the attention levels are then
-those where diffusers has cross-attention blocks (all but the last), plus, at size 2,
-temporal and cross attention at the last level and in the middle block (where
-diffusers' mid block has them too) to bring the parameter count within 5%.
+`attention_head_dim=8` (a historical misnomer: the blocks receive it as a head count
+and build C / 8 heads of width 8) -> head_dim=8; a temporal conv in every residual
+block of every level; no temporal down-sampling. Per layer, diffusers has more:
+its spatial and temporal transformers carry proj_in/proj_out and a GEGLU feed-forward
+(4x), its temporal transformer two self-attentions, its TemporalConvLayer four
+GroupNorm-SiLU-conv(3x1x1) layers where ours has one, and a temporal transformer
+(`transformer_in`) follows its input conv. Ours has FiLM (scale and shift) where it
+adds the time embedding, a wider noise-level MLP and an attention-pooled text vector.
+The one-to-one mapping (`our_fields(size, matched=False)`) so falls 30-36% short in
+parameters and 23-39% in FLOPs; the matched fields add one residual stage per level
+(num_res_blocks = layers_per_block + 1) and, at size 2, trade level-1 spatial
+attention for temporal and cross attention at every level (see `our_fields`). What
+still differs is where the work is: ours spends more of it in level-0 spatial
+attention and residual convs, diffusers in feed-forward and projection matmuls.
+
+Memory: our attention (`jax.nn.dot_product_attention`, XLA path on CPU) materialises
+the [B*T, heads, H*W, H*W] logits, ~17 GiB for one 64x64 layer's backward, while
+torch's CPU SDPA is a flash kernel; the table gives our step's XLA memory and ours is
+not timed where it exceeds the available RAM.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -89,27 +95,38 @@ def diffusers_config(size: int) -> dict:
               cross_attention_dim=CROSS_DIM, attention_head_dim=8, norm_num_groups=32)
 
 
-def our_fields(size: int) -> dict:
-  """UNet3D fields matching `diffusers_config(size)` (the mapping is in the docstring)."""
+def our_fields(size: int, matched: bool = True) -> dict:
+  """UNet3D fields for `diffusers_config(size)` (the mapping is in the module docstring).
+
+  Args:
+    size: 1 or 2.
+    matched: False gives the one-to-one mapping (a stage per diffusers layer, attention
+      where diffusers has cross-attention blocks), which falls 30-36% short in
+      parameters and 23-39% in FLOPs; True the fields adjusted to agree.
+  """
   s = SIZES[size]
   chans = s["block_out_channels"]
   levels = len(chans)
   attn = tuple(range(levels - 1))  # diffusers' CrossAttn*Block3D levels
   fields = dict(
       in_channels=CHANNELS, out_channels=CHANNELS, base_channels=chans[0],
-      channel_mult=tuple(c // chans[0] for c in chans),
-      # one stage more per level: our attention blocks have no feed-forward and one
-      # temporal conv instead of four (see the module docstring)
-      num_res_blocks=s["layers_per_block"] + 1,
+      channel_mult=tuple(c // chans[0] for c in chans), num_res_blocks=s["layers_per_block"],
       temporal_conv_levels=tuple(range(levels)), spatial_attn_levels=attn,
       temporal_attn_levels=attn, cross_attn_levels=attn,
       temporal_downsample=(False,) * (levels - 1), head_dim=8, text_dim=CROSS_DIM)
+  if not matched:
+    return fields
+  # One stage more per level: our attention blocks have no feed-forward or projections
+  # and our temporal conv is one layer, not four (see the module docstring).
+  fields["num_res_blocks"] += 1
   if size == 2:
-    # temporal and cross attention also at the last level (so in the middle block too,
-    # as in diffusers' mid block): +6% parameters for <1% FLOPs. Spatial attention
-    # there would add as much again and overshoot.
-    fields.update(temporal_attn_levels=tuple(range(levels)),
-                  cross_attn_levels=tuple(range(levels)))
+    # Level-0 spatial attention (4096 tokens a frame) is over half the FLOPs, and the
+    # extra stage adds two such layers (7 against diffusers' 5); dropping level-1
+    # spatial attention pays for them. Temporal and cross attention at every level
+    # (so in the middle block too, as in diffusers' mid block) add parameters at <1%
+    # of the FLOPs.
+    fields.update(spatial_attn_levels=(0,), temporal_attn_levels=(0, 1, 2),
+                  cross_attn_levels=(0, 1, 2))
   return fields
 
 
@@ -155,7 +172,10 @@ def our_counts(size: int) -> dict:
   z, logsnr, kw = our_inputs(size, model)
   params = jax.eval_shape(lambda r, z, s, kw: model.init(r, z, s, **kw),
                           jax.random.PRNGKey(0), z, logsnr, kw)
-  fwd = lambda p, z, s, kw: model.apply(p, z, s, **kw)  # noqa: E731
+
+  def fwd(p, z, s, kw):
+    return model.apply(p, z, s, **kw)
+
   cost = jax.jit(fwd).lower(params, z, logsnr, kw).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
   return dict(params=count_params(model, z.shape, SIZES[size]["text_len"]),
@@ -188,33 +208,57 @@ def their_counts(size: int) -> dict:
 # Training steps
 
 
-def our_step(size: int):
-  """A closure running one jitted AdamW training step of our U-Net; returns the loss."""
-  model = from_config(our_fields(size))
-  z_abs, _, kw_abs = our_inputs(size, model)
-  keys = jax.random.split(jax.random.PRNGKey(0), 4 + len(kw_abs))
-  z = jax.random.normal(keys[0], z_abs.shape)
-  target = jax.random.normal(keys[1], z_abs.shape)
-  logsnr = jnp.zeros((1,))
-  kw = {k: (jnp.ones(v.shape) if k.endswith("mask") else jax.random.normal(keys[4 + i], v.shape))
-        for i, (k, v) in enumerate(sorted(kw_abs.items()))}
-  params = nn.meta.unbox(jax.jit(model.init)(keys[2], z, logsnr, **kw)["params"])
-  tx = optax.adamw(1e-4)
-  state = {"params": params, "opt": tx.init(params)}
+def compile_our_step(size: int):
+  """Our jitted AdamW training step, compiled for abstract inputs (nothing allocated).
 
-  def step(state, z, target):
+  Returns:
+    (model, optimizer, compiled step (state, batch) -> (state, loss), abstract batch).
+  """
+  model = from_config(our_fields(size))
+  tx = optax.adamw(1e-4)
+  z, logsnr, cond = our_inputs(size, model)
+  batch = dict(z=z, target=z, logsnr=logsnr, **cond)
+  variables = jax.eval_shape(lambda r, z, s, kw: model.init(r, z, s, **kw),
+                             jax.random.PRNGKey(0), z, logsnr, cond)
+  params = nn.meta.unbox(variables["params"])
+  state = {"params": params, "opt": jax.eval_shape(tx.init, params)}
+
+  def step(state, batch):
+    kw = {k: v for k, v in batch.items() if k not in ("z", "target", "logsnr")}
+
     def loss_fn(p):
-      return jnp.mean((model.apply({"params": p}, z, logsnr, **kw) - target)**2)
+      out = model.apply({"params": p}, batch["z"], batch["logsnr"], **kw)
+      return jnp.mean((out - batch["target"])**2)
 
     loss, grads = jax.value_and_grad(loss_fn)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
 
-  step = jax.jit(step, donate_argnums=0)
+  compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+  return model, tx, compiled, batch
+
+
+def step_bytes(compiled) -> int:
+  """Memory a compiled step needs beyond its outputs: XLA's temporaries plus arguments."""
+  mem = compiled.memory_analysis()
+  return mem.temp_size_in_bytes + mem.argument_size_in_bytes
+
+
+def our_step(size: int, compiled_step=None):
+  """A closure running one AdamW training step of our U-Net; returns the loss."""
+  model, tx, compiled, abstract = compiled_step or compile_our_step(size)
+  keys = iter(jax.random.split(jax.random.PRNGKey(0), len(abstract) + 1))
+  batch = {k: (jnp.ones(v.shape) if k.endswith("mask") else jax.random.normal(next(keys), v.shape))
+           for k, v in abstract.items()}
+  batch["logsnr"] = jnp.zeros(abstract["logsnr"].shape)
+  cond = {k: v for k, v in batch.items() if k not in ("z", "target", "logsnr")}
+  params = nn.meta.unbox(jax.jit(model.init)(next(keys), batch["z"], batch["logsnr"], **cond)
+                         ["params"])
+  state = {"params": params, "opt": tx.init(params)}
 
   def run() -> float:
     nonlocal state
-    state, loss = step(state, z, target)
+    state, loss = compiled(state, batch)
     return float(jax.block_until_ready(loss))  # the update is done when the loss is
 
   return run
@@ -239,8 +283,12 @@ def their_step(size: int):
   return run
 
 
-def time_alternating(runs: dict, repeats: int, warmup: int = 2) -> dict:
-  """Seconds per call of each closure, alternating between them; warm-up calls excluded."""
+def time_alternating(runs: dict, repeats: int, warmup: int = 1) -> dict:
+  """Seconds per call of each closure, alternating between them; warm-up calls excluded.
+
+  One warm-up call each is enough: our step is compiled before, and torch allocates
+  the AdamW moments on the first `step()`.
+  """
   for run in runs.values():
     for _ in range(warmup):
       run()
@@ -255,6 +303,18 @@ def time_alternating(runs: dict, repeats: int, warmup: int = 2) -> dict:
   return times
 
 
+def available_bytes() -> int | None:
+  """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -264,6 +324,46 @@ def describe(size: int) -> str:
           f"[1, {CHANNELS}, {s['frames']}, {s['height']}, {s['width']}], {s['text_len']} tok")
 
 
+def compare(size: int, repeats: int, rows: dict, notes: list) -> None:
+  """Counts (and, with repeats > 0, times) one size; appends table rows and notes."""
+  ours, theirs = our_counts(size), their_counts(size)
+  compiled = compile_our_step(size)
+  need, avail = step_bytes(compiled[2]), available_bytes()
+  p_ratio, f_ratio = ours["params"] / theirs["params"], ours["flops"] / theirs["flops"]
+  rows["model"].append(
+      f"| {describe(size)} | {ours['params'] / 1e6:.3f}M | {theirs['params'] / 1e6:.3f}M | "
+      f"{p_ratio:.3f} | {ours['xla_flops'] / 1e9:.2f} | {ours['flops'] / 1e9:.2f} | "
+      f"{theirs['flops'] / 1e9:.2f} | {ours['xla_flops'] / theirs['flops']:.3f} | "
+      f"{f_ratio:.3f} | {need / 2**30:.1f} |")
+  print(rows["model"][-1], flush=True)
+  if abs(p_ratio - 1) > PARAM_TOL or abs(f_ratio - 1) > FLOP_TOL:
+    notes.append(f"size {size}: parameters ({p_ratio:.3f}) or FLOPs ({f_ratio:.3f}) differ "
+                 f"by more than {PARAM_TOL:.0%} / {FLOP_TOL:.0%}.")
+    print("WARNING:", notes[-1], flush=True)
+  if repeats <= 0:
+    return
+  runs = {"theirs": their_step(size)}
+  if avail is not None and need > avail:
+    # Running it would only end in the OOM killer (and take other processes with it).
+    notes.append(f"size {size}: our step needs {need / 2**30:.1f} GiB (XLA's temporaries: "
+                 f"attention logits are materialised), {avail / 2**30:.1f} GiB is available; "
+                 "ours not timed.")
+    print("WARNING:", notes[-1], flush=True)
+  else:
+    runs = {"ours": our_step(size, compiled), **runs}
+  times = {k: statistics.median(v) for k, v in time_alternating(runs, repeats).items()}
+  t_ours, t_theirs = times.get("ours"), times["theirs"]
+
+  def fmt(t, flops):  # seconds and GFLOP/s (3x the forward's FLOPs a step)
+    return ("-", "-") if t is None else (f"{t:.3f}", f"{3 * flops / t / 1e9:.1f}")
+
+  (s_ours, g_ours), (s_theirs, g_theirs) = fmt(t_ours, ours["flops"]), fmt(t_theirs,
+                                                                            theirs["flops"])
+  speedup = "-" if t_ours is None else f"{t_theirs / t_ours:.2f}"
+  rows["step"].append(f"| {size} | {s_ours} | {s_theirs} | {speedup} | {g_ours} | {g_theirs} |")
+  print(rows["step"][-1], flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--size", default="all", choices=("1", "2", "all"))
@@ -271,43 +371,29 @@ def main():
                       help="timed steps per model (0: sizes and FLOPs only)")
   parser.add_argument("--out", default=None, help="also write the markdown tables here")
   args = parser.parse_args()
+  # Both frameworks on the same THREADS cores: torch by its setting, XLA's CPU thread
+  # pool (sized when the backend starts, below) by the process's affinity.
+  if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
   torch.set_num_threads(THREADS)
   sizes = (1, 2) if args.size == "all" else (int(args.size),)
 
-  model_rows = ["| size | params ours | params theirs | ratio | GFLOP ours (XLA) | "
-                "GFLOP ours (dot+conv) | GFLOP theirs | ratio (dot+conv) |",
-                "|---|---|---|---|---|---|---|---|"]
-  step_rows = ["| size | step ours (s) | step theirs (s) | theirs / ours | GFLOP/s ours | "
-               "GFLOP/s theirs |", "|---|---|---|---|---|---|"]
+  rows = {"model": [("| size | params ours | params theirs | ratio | GFLOP ours (XLA) | "
+                     "GFLOP ours (dot+conv) | GFLOP theirs | ratio XLA | ratio dot+conv | "
+                     "our step memory (GiB) |"), "|---" * 10 + "|"],
+          "step": [("| size | step ours (s) | step theirs (s) | theirs / ours | GFLOP/s ours | "
+                    "GFLOP/s theirs |"), "|---" * 6 + "|"]}
   notes = []
   for size in sizes:
-    ours, theirs = our_counts(size), their_counts(size)
-    p_ratio, f_ratio = ours["params"] / theirs["params"], ours["flops"] / theirs["flops"]
-    model_rows.append(
-        f"| {describe(size)} | {ours['params'] / 1e6:.3f}M | {theirs['params'] / 1e6:.3f}M | "
-        f"{p_ratio:.3f} | {ours['xla_flops'] / 1e9:.2f} | {ours['flops'] / 1e9:.2f} | "
-        f"{theirs['flops'] / 1e9:.2f} | {f_ratio:.3f} |")
-    print(model_rows[-1], flush=True)
-    if abs(p_ratio - 1) > PARAM_TOL or abs(f_ratio - 1) > FLOP_TOL:
-      notes.append(f"size {size}: parameters ({p_ratio:.3f}) or FLOPs ({f_ratio:.3f}) "
-                   f"differ by more than {PARAM_TOL:.0%} / {FLOP_TOL:.0%}.")
-      print("WARNING:", notes[-1], flush=True)
-    if args.repeats > 0:
-      times = time_alternating({"ours": our_step(size), "theirs": their_step(size)},
-                               args.repeats)
-      t_ours, t_theirs = (statistics.median(times[k]) for k in ("ours", "theirs"))
-      step_rows.append(
-          f"| {size} | {t_ours:.3f} | {t_theirs:.3f} | {t_theirs / t_ours:.2f} | "
-          f"{3 * ours['flops'] / t_ours / 1e9:.1f} | {3 * theirs['flops'] / t_theirs / 1e9:.1f} |")
-      print(step_rows[-1], flush=True)
+    compare(size, args.repeats, rows, notes)
 
-  header = (f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-            f"({THREADS} threads), diffusers {diffusers.__version__}; "
-            f"{platform.processor() or platform.machine()}, {jax.local_device_count()} "
-            f"device(s); {args.repeats} alternating repeats, medians, warm-up excluded.")
-  text = "\n".join(model_rows)
+  header = (f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, "
+            f"diffusers {diffusers.__version__}; {THREADS} threads each on "
+            f"{platform.processor() or platform.machine()}; forward FLOPs per example; "
+            f"{args.repeats} alternating repeats, medians, warm-up excluded.")
+  text = "\n".join(rows["model"])
   if args.repeats > 0:
-    text += "\n\n" + "\n".join(step_rows)
+    text += "\n\n" + "\n".join(rows["step"])
   print("\n" + header + "\n\n" + text)
   for note in notes:
     print("WARNING:", note)

@@ -130,3 +130,13 @@ def test_step_time_and_table(plans):
   assert "| base | 8 | data=8,fsdp=1,tensor=1 | 8 |" in lines[2]
   assert "yes" in lines[2]  # a 1M-parameter model fits in 16 GiB
   assert "base" in plan_lib.format_report(plans["dp"])
+
+
+def test_lower_only_plan_gives_the_same_state_and_flops(config, plans):
+  lowered = plan_lib.plan(config, {"data": 8}, 8, BATCH, compile=False, compile_sampler=False)
+  assert lowered["per_device_bytes"] == plans["dp"]["per_device_bytes"]
+  assert lowered["train"]["flops_lowered"] == plans["dp"]["train"]["flops_lowered"]
+  assert not lowered["train"]["memory"] and not lowered["train"]["collectives"]
+  row = plan_lib.format_table([lowered]).splitlines()[2].split(" | ")
+  assert row[6:9] == ["-", "-", "-"]  # temp, peak, fits: need a compiled program
+  assert "XLA memory" not in plan_lib.format_report(lowered)

@@ -119,10 +119,6 @@ def _shard_bytes(x: jax.ShapeDtypeStruct, s: NamedSharding) -> int:
   return math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
 
 
-def _tree_bytes(tree: Any, shardings: Any) -> int:
-  return sum(jax.tree.leaves(jax.tree.map(_shard_bytes, tree, shardings)))
-
-
 def shape_bytes(text: str) -> int:
   """Bytes of every HLO array shape ('f32[8,16]{1,0}', tuples too) in `text`."""
   total = 0
@@ -334,9 +330,9 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
       "video_shape": shapes["video"][0], "compute_dtype": str(jnp.dtype(model.dtype)),
       "param_count": sum(math.prod(x.shape) for x in jax.tree.leaves(params_shape)),
       "per_device_bytes": {
-          "params": _tree_bytes(abstract_state.params, state_shardings.params),
-          "opt_state": _tree_bytes(abstract_state.opt_state, state_shardings.opt_state),
-          "ema_params": _tree_bytes(abstract_state.ema_params, state_shardings.ema_params),
+          **{k: sum(jax.tree.leaves(jax.tree.map(_shard_bytes, getattr(abstract_state, k),
+                                                 getattr(state_shardings, k))))
+             for k in ("params", "opt_state", "ema_params")},
           "batch": sum(_shard_bytes(x, x.sharding) for x in batch.values())},
   }
   text_len = config.text.max_len if model.text_dim else 0
@@ -423,6 +419,10 @@ def _gib(n: float | None) -> str:
   return "-" if n is None else f"{n / GiB:.3g}"
 
 
+def _tflop(flops: float) -> str:
+  return f"{flops / 1e12:,.0f}" if flops >= 1e14 else f"{flops / 1e12:.3g}"
+
+
 def _seconds(s: float) -> str:
   return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
@@ -455,11 +455,11 @@ def format_table(results: list[Mapping[str, Any]], mfu: float = 0.45,
              str(r["batch_size"]), f"{r['param_count'] / 1e6:,.0f}M", _gib(state),
              _gib(mem.get("temp")), _gib(peak),
              "-" if not mem else "yes" if peak <= memory_gib * GiB else "no",
-             f"{flops / 1e12:.4g}", _gib(coll)]
+             _tflop(flops), _gib(coll)]
     cells += [_seconds(step_seconds(flops, r["devices"], ACCELERATORS[a], mfu))
               for a in accelerators]
-    cells += [f"{(s.get('flops_lowered') or s.get('analytic_flops', 0)) / 1e12:.4g}"
-              if s else "-", _gib(s["memory"].get("peak")) if s else "-"]
+    cells += [_tflop(s.get("flops_lowered") or s["analytic_flops"]) if s else "-",
+              _gib(s["memory"].get("peak")) if s else "-"]
     rows.append("| " + " | ".join(cells) + " |")
   return "\n".join(rows)
 
