@@ -92,15 +92,20 @@ def main(argv):
     plan_lib.check_mesh(m, _DEVICES.value)
   targets = _targets()
   enable_compilation_cache()
-  results = []
+  results, skipped = [], []
   for name, config, sample, chunk in targets:
     if _DTYPE.value:
       config = config.copy_and_resolve_references()  # a locked config takes new values
       config.model.dtype = _DTYPE.value
     for mesh in meshes:
-      result = plan_lib.plan(config, mesh, _DEVICES.value, _BATCH.value, sample=sample,
-                             frame_chunk=chunk, compile_sampler=_SAMPLER.value,
-                             compile=_COMPILE.value, name=name)
+      try:
+        result = plan_lib.plan(config, mesh, _DEVICES.value, _BATCH.value, sample=sample,
+                               frame_chunk=chunk, compile_sampler=_SAMPLER.value,
+                               compile=_COMPILE.value, name=name)
+      except ValueError as e:  # this stage cannot run on this mesh: say why, plan the rest
+        skipped.append(f"{name or 'stage'} on {plan_lib.mesh_str(mesh)}: {e}")
+        print(skipped[-1], flush=True)
+        continue
       results.append(result)
       print(plan_lib.format_report(result, _MFU.value, _MEMORY.value), flush=True)
   table = plan_lib.format_table(results, _MFU.value, _MEMORY.value, tuple(_ACCEL.value))
@@ -109,8 +114,9 @@ def main(argv):
     with open(_OUT.value, "a") as f:
       f.write("```\npython -m experiments.plan " + " ".join(sys.argv[1:]) + "\n```\n\n"
               + table + "\n\n```\n"
-              + "\n".join(plan_lib.format_report(r, _MFU.value, _MEMORY.value)
-                          for r in results) + "\n```\n\n")
+              + "\n".join([plan_lib.format_report(r, _MFU.value, _MEMORY.value)
+                           for r in results] + [f"not planned: {s}" for s in skipped])
+              + "\n```\n\n")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ def test_bad_inputs_raise_before_compiling(config):
     plan_lib.plan(config, {"data": 4, "model": 2}, 8, BATCH)
   with pytest.raises(ValueError, match="does not divide"):
     plan_lib.plan(config, {"data": 8}, 8, 4)
+  with pytest.raises(ValueError, match="cannot be sharded"):  # 2 heads at level 0
+    plan_lib.plan(config, {"data": 2, "tensor": 4}, 8, BATCH)
   with pytest.raises(ValueError, match="JAX sees 8"):
     plan_lib.plan(config, {"data": 16}, 16, 16)
   with pytest.raises(ValueError, match="not axis=size"):

@@ -114,9 +114,19 @@ def _abstract(shapes: Mapping[str, tuple], mesh) -> dict[str, jax.ShapeDtypeStru
           for k, (s, dt) in shapes.items()}
 
 
-def _shard_bytes(x: jax.ShapeDtypeStruct, s: NamedSharding) -> int:
-  """Bytes of one device's shard of `x` (replicated axes count whole)."""
-  return math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+def _shard_bytes(x: jax.ShapeDtypeStruct, s: NamedSharding, path: Any = ()) -> int:
+  """Bytes of one device's shard of `x`; a ValueError naming `path` if `s` does not fit."""
+  try:
+    return math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+  except ValueError:
+    ways = [math.prod(s.mesh.shape[a] for a in ((p,) if isinstance(p, str) else p or ()))
+            for p in s.spec]
+    i = next(i for i, (n, w) in enumerate(zip(x.shape, ways)) if n % w)
+    raise ValueError(
+        f"{jax.tree_util.keystr(path) or 'An input'} of shape {x.shape} cannot be sharded "
+        f"{s.spec} on mesh {dict(s.mesh.shape)}: its dimension {i} ({x.shape[i]}) does not "
+        f"split {ways[i]} ways. Choose mesh axis sizes that divide it, or map its logical "
+        "axis to another mesh axis in config.mesh.rules.") from None
 
 
 def shape_bytes(text: str) -> int:
@@ -147,18 +157,15 @@ def collective_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
       continue
     name = lhs.split()[-1].lstrip("%")
     m = op_re.search(" " + rhs)
-    shape_part = rhs if m is None else (" " + rhs)[:m.start()]
-    result_bytes[name] = shape_bytes(shape_part)
+    result_bytes[name] = shape_bytes(rhs if m is None else (" " + rhs)[:m.start()])
     if m is None:
       continue
-    args = m.group(3)
-    depth, end = 1, len(args)  # the operand list runs to the matching ')'
-    for i, ch in enumerate(args):
+    args, depth = m.group(3), 1
+    for i, ch in enumerate(args):  # the operand list runs to the matching ')'
       depth += {"(": 1, ")": -1}.get(ch, 0)
       if depth == 0:
-        end = i
+        args = args[:i]
         break
-    args = args[:end]
     size = shape_bytes(args)  # operands printed with their shapes
     if not size:  # or by name only
       size = sum(result_bytes.get(a.strip().lstrip("%"), 0) for a in args.split(","))
@@ -215,9 +222,7 @@ def _cost(stage: Any) -> dict[str, float]:
     cost = stage.cost_analysis()
   except (NotImplementedError, RuntimeError):  # not every backend / version has it
     return {}
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return dict(cost or {})
+  return dict((cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else cost or {})
 
 
 def _compiled_stats(lowered, compile_start: float, compile: bool = True) -> dict[str, Any]:
@@ -274,8 +279,8 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
     measurements of one denoiser call, plus calls_per_sample and analytic_flops) or None.
 
   Raises:
-    ValueError: a bad mesh, too few devices, or a batch the batch axes do not divide;
-      all before anything is compiled.
+    ValueError: a bad mesh, too few devices, a batch the batch axes do not divide, or a
+      parameter its sharding does not divide; all before anything is compiled.
   """
   num_devices = num_devices or math.prod(check_mesh(mesh_shape).values())
   shape = check_mesh(mesh_shape, num_devices)
@@ -292,9 +297,9 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
                      f"data x fsdp = {batch_ways}; pass a batch that is a multiple of "
                      f"{batch_ways}.")
   sample = sample or SampleSettings.from_config(config.sample)
-  frames = config.data.frames
-  if frame_chunk and frames % frame_chunk:
-    raise ValueError(f"frame_chunk {frame_chunk} must divide the stage's {frames} frames.")
+  if frame_chunk and config.data.frames % frame_chunk:
+    raise ValueError(f"frame_chunk {frame_chunk} must divide the stage's {config.data.frames} "
+                     "frames.")
 
   mesh = sharding.make_mesh(shape, jax.devices()[:num_devices])
   rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
@@ -322,17 +327,16 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       nn.meta.unbox(boxed), state_shardings)
   batch = _abstract(shapes, mesh)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
 
   result: dict[str, Any] = {
       "name": name, "devices": num_devices, "mesh": shape, "batch_size": batch_size,
       "video_shape": shapes["video"][0], "compute_dtype": str(jnp.dtype(model.dtype)),
       "param_count": sum(math.prod(x.shape) for x in jax.tree.leaves(params_shape)),
       "per_device_bytes": {
-          **{k: sum(jax.tree.leaves(jax.tree.map(_shard_bytes, getattr(abstract_state, k),
-                                                 getattr(state_shardings, k))))
-             for k in ("params", "opt_state", "ema_params")},
+          **{k: sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(
+              lambda p, x, s: _shard_bytes(x, s, p), getattr(abstract_state, k),
+              getattr(state_shardings, k)))) for k in ("params", "opt_state", "ema_params")},
           "batch": sum(_shard_bytes(x, x.sharding) for x in batch.values())},
   }
   text_len = config.text.max_len if model.text_dim else 0
@@ -388,13 +392,11 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
                         params, inputs["z"], inputs["logsnr"], cond)
   stats = _compiled_stats(lowered, start, compile)
   network_batch = batch_size * (2 if guided else 1)
-  text_len = config.text.max_len if model.text_dim else 0
   stats.update(
       network_batch=network_batch, guided=guided, frames_per_call=t,
-      calls_per_sample=sample.num_steps * (d.frames // t) *
-      (2 if sample.sampler == "heun" else 1),
+      calls_per_sample=sample.num_steps * (d.frames // t) * (2 if sample.sampler == "heun" else 1),
       analytic_flops=analytic_forward_flops(model, params, (network_batch,) + shapes["z"][0][1:],
-                                            text_len))
+                                            config.text.max_len if model.text_dim else 0))
   return stats
 
 
@@ -416,7 +418,7 @@ def mesh_str(mesh: Mapping[str, int]) -> str:
 
 
 def _gib(n: float | None) -> str:
-  return "-" if n is None else f"{n / GiB:.3g}"
+  return "-" if n is None else f"{n / GiB:,.0f}" if n >= 100 * GiB else f"{n / GiB:.3g}"
 
 
 def _tflop(flops: float) -> str:
