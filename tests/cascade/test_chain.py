@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -149,3 +150,28 @@ def test_shipped_demo_weights_fit_their_stages():
         **{k: jnp.zeros(v.shape, v.dtype) for k, v in kw.items()})))
     assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatch):
+  from videojax.cascade import sampling
+
+  def run(params, shape, cond, rng, known=None):
+    return params["w"] * jax.random.normal(rng, shape) + cond["x"]
+
+  jitted = jax.jit(run, static_argnums=1)
+  args = ({"w": jnp.float32(2.0)}, (2, 3), {"x": jnp.ones((2, 3))}, jax.random.PRNGKey(0))
+  want = jitted(*args)
+  first = sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(*args)
+  files = os.listdir(tmp_path)
+  assert len(files) == 1 and files[0].endswith(".bin")
+  np.testing.assert_array_equal(first, want)
+  # A new process (a new wrapper) reads the program back instead of tracing it again.
+  monkeypatch.setattr(jax.export, "export", lambda *a, **k: pytest.fail("re-exported"))
+  again = sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(*args)
+  np.testing.assert_array_equal(again, want)
+  monkeypatch.undo()
+  # Another tag (another model or settings) or another shape is another program.
+  sampling.exported_cache(jitted, "other", directory=str(tmp_path))(*args)
+  sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(
+      args[0], (4, 3), {"x": jnp.ones((4, 3))}, args[3])
+  assert len(os.listdir(tmp_path)) == 3

@@ -53,8 +53,9 @@ class _Runner:
     schedule = diffusion.get_schedule(cfg.diffusion.schedule,
                                       logsnr_min=cfg.diffusion.logsnr_min,
                                       logsnr_max=cfg.diffusion.logsnr_max)
-    self.sampler = make_stage_sampler(self.model, schedule, cfg.diffusion.parameterization,
-                                      stage.sample)
+    self.sampler = make_stage_sampler(
+        self.model, schedule, cfg.diffusion.parameterization, stage.sample,
+        cache_tag=repr((cfg.model.to_json(), cfg.diffusion.to_json(), stage.sample)))
     self.params = None
     self._seed = seed
 
@@ -63,7 +64,7 @@ class _Runner:
       return
     if self.stage.checkpoint:
       self.params, _ = weights.load(self.stage.checkpoint)
-      self.params = jax.tree.map(jnp.asarray, self.params)
+      self.params = jax.device_put(self.params)  # one transfer, no per-shape programs
     else:  # random weights: tests and dry runs
       logging.warning("Stage %r has no checkpoint: random weights.", self.stage.name)
       kw = dict(example_cond)
