@@ -15,6 +15,10 @@ exactly the identity (the U-Net starts as its convolutional skeleton):
 
 All of them compute attention with `jax.nn.dot_product_attention`, which picks a
 fused kernel where one exists (`attention_impl='cudnn'` on GPUs, bf16/fp16 only).
+Elsewhere (CPU, TPU without a kernel) it materialises the [S, heads, L, L] logits:
+`SpatialAttention` then goes over `query_chunk` queries at a time
+(`chunked_attention`), so a 64x64 frame's 4096 positions never hold the whole
+4096 x 4096 matrix, in the forward or the backward pass.
 Every parameter carries logical axis names; the block outputs carry a logical
 constraint (a no-op without a mesh and rules).
 """
@@ -91,6 +95,36 @@ def _check_video(block: str, x: Array) -> None:
                      f"{tuple(x.shape)} (rank {x.ndim}).")
 
 
+def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
+                      implementation: str | None = None) -> Array:
+  """`jax.nn.dot_product_attention(q, k, v)` a chunk of queries at a time.
+
+  Each query's softmax is over all keys, so chunking the queries changes no result
+  (the test checks equality with the whole computation). Every chunk is rematerialised
+  (`jax.checkpoint`), so the backward pass also holds one chunk's [S, heads, chunk, L]
+  probabilities at a time (Rabe & Staats 2021, without their key chunking).
+
+  Args:
+    q: [S, L, N, D] queries; k, v: [S, K, N, D].
+    query_chunk: queries per chunk (0, or >= L: one call, no chunking).
+    implementation: passed to `jax.nn.dot_product_attention`.
+
+  Returns:
+    [S, L, N, D].
+  """
+  s, length = q.shape[:2]
+  if not query_chunk or length <= query_chunk:
+    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+  n = -(-length // query_chunk)
+  size = -(-length // n)  # equal chunks; the last is padded with zero queries
+  q = jnp.pad(q, ((0, 0), (0, n * size - length), (0, 0), (0, 0)))
+  q = q.reshape(s, n, size, *q.shape[2:]).swapaxes(0, 1)  # [n, S, size, N, D]
+  attend = jax.checkpoint(
+      lambda qc: jax.nn.dot_product_attention(qc, k, v, implementation=implementation))
+  o = jax.lax.map(attend, q)  # [n, S, size, N, D]
+  return o.swapaxes(0, 1).reshape(s, n * size, *o.shape[3:])[:, :length]
+
+
 def _split_heads(x: Array, num_heads: int) -> Array:  # [S, L, C] -> [S, L, N, C / N]
   return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
 
@@ -106,6 +140,8 @@ class SpatialAttention(nn.Module):
     head_dim: width of a head; the number of heads is C // head_dim.
     norm_groups: GroupNorm groups (min(norm_groups, C); must divide C).
     attention_impl: passed to `jax.nn.dot_product_attention` (None, 'xla', 'cudnn').
+    query_chunk: queries per chunk when a frame has more positions (0: never chunk);
+      see `chunked_attention`. Results do not depend on it.
     dtype: compute dtype.
     param_dtype: parameter dtype.
   """
@@ -114,6 +150,7 @@ class SpatialAttention(nn.Module):
   head_dim: int | None = None
   norm_groups: int = 32
   attention_impl: str | None = None
+  query_chunk: int = 1024
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -136,7 +173,7 @@ class SpatialAttention(nn.Module):
     q = _split_heads(dense(c, ("embed", "heads"), name="query", **kw)(y), n)
     k = _split_heads(dense(c, ("embed", "heads"), name="key", **kw)(y), n)
     v = _split_heads(dense(c, ("embed", "heads"), name="value", **kw)(y), n)
-    o = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    o = chunked_attention(q, k, v, self.query_chunk, self.attention_impl)
     o = o.reshape(b * t, h * w, c)  # [B*T, H*W, C]
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     out = x + o.reshape(b, t, h, w, c).astype(x.dtype)  # [B, T, H, W, C]

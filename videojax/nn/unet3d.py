@@ -83,6 +83,7 @@ class Stage(nn.Module):
   causal: bool
   dropout: float
   deterministic: bool
+  query_chunk: int = 1024
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -93,7 +94,8 @@ class Stage(nn.Module):
     x = ResBlock(self.features, self.temporal_conv, self.causal, self.dropout,
                  self.deterministic, name="res", **kw)(x, emb, is_image)
     if self.spatial_attn:
-      x = SpatialAttention(num_heads=heads, name="spatial_attn", **kw)(x)
+      x = SpatialAttention(num_heads=heads, query_chunk=self.query_chunk, name="spatial_attn",
+                           **kw)(x)
     if self.temporal_attn:
       x = TemporalAttention(num_heads=heads, causal=self.causal, name="temporal_attn",
                             **kw)(x, is_image)
@@ -124,6 +126,8 @@ class UNet3D(nn.Module):
     cond_channels: channels of the conditioning video.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
+    attn_query_chunk: spatial attention goes over this many queries at a time in
+      frames with more positions (0: never), bounding its memory; same results.
     dtype, param_dtype: compute and parameter dtypes.
   """
 
@@ -144,6 +148,7 @@ class UNet3D(nn.Module):
   cond_channels: int = 3
   dropout: float = 0.0
   remat: str = "none"
+  attn_query_chunk: int = 1024
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -250,7 +255,7 @@ class UNet3D(nn.Module):
           temporal_attn=level in self.temporal_attn_levels,
           cross_attn=bool(self.text_dim) and level in self.cross_attn_levels,
           head_dim=self.head_dim, causal=self.causal_temporal, dropout=self.dropout,
-          deterministic=not train, name=name, **kw)
+          deterministic=not train, query_chunk=self.attn_query_chunk, name=name, **kw)
 
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
