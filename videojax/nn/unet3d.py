@@ -83,7 +83,7 @@ class Stage(nn.Module):
   causal: bool
   dropout: float
   deterministic: bool
-  query_chunk: int = 1024
+  query_chunk: int = -1
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -127,7 +127,8 @@ class UNet3D(nn.Module):
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
-      frames with more positions (0: never), bounding its memory; same results.
+      frames with more positions (0: never; -1: 128 on CPU, where it is faster, and
+      no chunking elsewhere), bounding its memory; same results.
     dtype, param_dtype: compute and parameter dtypes.
   """
 
@@ -148,7 +149,7 @@ class UNet3D(nn.Module):
   cond_channels: int = 3
   dropout: float = 0.0
   remat: str = "none"
-  attn_query_chunk: int = 1024
+  attn_query_chunk: int = -1
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
