@@ -135,7 +135,11 @@ def our_fields(size: int, matched: bool = True) -> dict:
 
 
 def dot_conv_flops(jaxpr) -> int:
-  """2 x multiply-adds of every dot_general and convolution in a jaxpr (recursively)."""
+  """2 x multiply-adds of every dot_general and convolution in a jaxpr (recursively).
+
+  A scan body (the query chunks of our CPU spatial attention) counts once per iteration;
+  XLA's `cost_analysis()` counts a loop body once, so it undercounts those.
+  """
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -148,12 +152,13 @@ def dot_conv_flops(jaxpr) -> int:
       spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
       rhs = eqn.invars[1].aval.shape
       total += 2 * out * rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
+    times = eqn.params.get("length", 1) if name == "scan" else 1  # chunked attention
     for value in eqn.params.values():  # pjit, remat, custom_vjp... carry sub-jaxprs
       for sub in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(sub, jax_core.ClosedJaxpr):
-          total += dot_conv_flops(sub.jaxpr)
+          total += times * dot_conv_flops(sub.jaxpr)
         elif isinstance(sub, jax_core.Jaxpr):
-          total += dot_conv_flops(sub)
+          total += times * dot_conv_flops(sub)
   return total
 
 

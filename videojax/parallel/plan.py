@@ -305,6 +305,8 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
   rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
                 for name, axes in config.mesh.rules)
   model = unet3d.from_config(config.model)
+  if model.attn_query_chunk < 0:  # plan what accelerators run, not the CPU's chunked loop
+    model = model.clone(attn_query_chunk=0)
   schedule = diffusion.get_schedule(config.diffusion.schedule,
                                     logsnr_min=config.diffusion.logsnr_min,
                                     logsnr_max=config.diffusion.logsnr_max)
