@@ -113,16 +113,19 @@ def main():
   parser.add_argument("--prompts", type=int, default=32)
   parser.add_argument("--steps", default="4,8,16,32,64,200")
   parser.add_argument("--samplers", default="ddim,dpm_solver_pp")
+  parser.add_argument("--parts", default="speed,quality",
+                      help="what to measure: speed, quality or both (comma-separated)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   enable_compilation_cache()
   cascade = Cascade.load(args.cascade)
+  parts = args.parts.split(",")
   lines = [f"jax {jax.__version__} ({jax.devices()[0].platform}), {os.cpu_count()} CPU "
            f"threads on {platform.processor() or platform.machine()}; cascade "
            f"{args.cascade}; medians of {args.repeats} warm runs.", "",
            "| stage | settings | batch | first call (s) | s per call | s per video |",
-           "|---|---|---|---|---|---|"]
-  for batch in (1, 8):
+           "|---|---|---|---|---|---|"] if "speed" in parts else []
+  for batch in (1, 8) if "speed" in parts else ():
     for name, t in speed(cascade, batch, args.repeats).items():
       stage = next((s for s in cascade.stages if s.name == name), None)
       settings = ("-" if stage is None else
@@ -131,10 +134,12 @@ def main():
       lines.append(f"| {name} | {settings} | {batch} | {t['first']:.2f} | {t['median']:.2f} | "
                    f"{t['median'] / batch:.3f} |")
       print(lines[-1], flush=True)
-  steps = [int(s) for s in args.steps.split(",")]
-  results = quality(args.cascade, args.samplers.split(","), steps, args.prompts)
+  results = {}
+  if "quality" in parts:
+    steps = [int(s) for s in args.steps.split(",")]
+    results = quality(args.cascade, args.samplers.split(","), steps, args.prompts)
   attrs = list(alignment.ATTRIBUTES) + ["all_correct"]
-  lines += ["", f"Base stage, {args.prompts} validation prompts:", "",
+  lines += [] if not results else ["", f"Base stage, {args.prompts} validation prompts:", "",
             "| sampler | steps | " + " | ".join(attrs) + " | seconds |",
             "|---" * (len(attrs) + 3) + "|"]
   for (sampler, n), r in results.items():
@@ -148,7 +153,8 @@ def main():
               "```\npython -m benchmarks.sampling " + " ".join(
                   f"--{k}={v}" for k, v in vars(args).items() if v is not None) +
               "\n```\n\n" + text + "\n")
-    _plot(results, os.path.splitext(args.out)[0] + ".png")
+    if results:
+      _plot(results, os.path.splitext(args.out)[0] + ".png")
 
 
 if __name__ == "__main__":
