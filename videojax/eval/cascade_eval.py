@@ -41,8 +41,11 @@ def text_alignment(sample_fn: Callable[[list[str], int], np.ndarray], captions: 
     `alignment.score`'s dict (per-attribute accuracy, all_correct, records) plus
     'videos' (uint8 [N, T, H, W, 3]).
   """
+  import tqdm
+
   videos = []
-  for k, start in enumerate(range(0, len(captions), batch_size)):
+  starts = range(0, len(captions), batch_size)
+  for k, start in enumerate(tqdm.tqdm(starts, desc="prompts", unit="batch", leave=False)):
     videos.append(np.asarray(sample_fn(list(captions[start:start + batch_size]), seed + k)))
   videos = np.concatenate(videos)
   result = alignment.score(list(videos), list(captions))
