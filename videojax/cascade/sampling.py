@@ -143,16 +143,16 @@ def exported_cache(jitted: Callable[..., Array], tag: str,
   loaded: dict[str, Any] = {}
 
   def call(params, shape, cond, rng, known=None):
-    root = directory or jax.config.jax_compilation_cache_dir
-    if not root:
+    cache = jax.config.jax_compilation_cache_dir
+    folder = directory or (cache and os.path.join(cache, "videojax_exported"))
+    if not folder:
       return jitted(params, shape, cond, rng, known)
     args = (params, cond, rng, known)
     leaves, tree = jax.tree.flatten(args)
     signature = repr((tag, tuple(shape), str(tree),
                       [(tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in leaves],
                       jax.__version__, jax.default_backend(), _source_hash()))
-    path = os.path.join(root, "videojax_exported" if root != directory else "",
-                        hashlib.sha256(signature.encode()).hexdigest() + ".bin")
+    path = os.path.join(folder, hashlib.sha256(signature.encode()).hexdigest() + ".bin")
     if path not in loaded:
       if os.path.exists(path):
         with open(path, "rb") as f:
@@ -160,7 +160,7 @@ def exported_cache(jitted: Callable[..., Array], tag: str,
       else:
         exported = jax.export.export(
             jax.jit(lambda p, c, r, k: jitted(p, tuple(shape), c, r, k)))(*args)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
           f.write(exported.serialize())

@@ -179,13 +179,9 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   if query_chunk < 0:
     query_chunk = CPU_QUERY_CHUNK if cpu else 0
   s, length, heads, d = q.shape
-  if not query_chunk:
+  if not query_chunk or (length <= query_chunk and not cpu):
     return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-  if length <= query_chunk:
-    if not cpu:
-      return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-    query_chunk = length
-  n = -(-length // query_chunk)
+  n = -(-length // min(query_chunk, length))
   size = -(-length // n)  # equal chunks; the last is padded with zero queries
   q = jnp.pad(q, ((0, 0), (0, n * size - length), (0, 0), (0, 0)))
   if cpu:
