@@ -70,6 +70,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.diffusion.parameterization = "v"  # network output: 'eps', 'x0' or 'v'
   c.diffusion.weighting = "uniform"  # loss weighting
   c.diffusion.min_snr_gamma = 5.0  # for 'min_snr'
+  c.diffusion.residual = False  # sr stages: diffuse video - (bicubic / frame-blended) input
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 200 if tiny else (4000 if demo else 200_000)  # optimizer steps

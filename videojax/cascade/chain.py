@@ -55,15 +55,29 @@ class _Runner:
                                       logsnr_max=cfg.diffusion.logsnr_max)
     self.sampler = make_stage_sampler(
         self.model, schedule, cfg.diffusion.parameterization, stage.sample,
+        residual=cfg.diffusion.get("residual", False),
         cache_tag=repr((cfg.model.to_json(), cfg.diffusion.to_json(), stage.sample)))
     self.params = None
     self._seed = seed
+
+  def _check_trained_like(self, trained: ml_collections.ConfigDict) -> None:
+    """The weights' training config must agree with the stage's on what the network
+    predicts: same parameterization, residual or not, schedule."""
+    want, got = self.stage.config.diffusion, trained.get("diffusion", {})
+    for key, default in (("parameterization", "v"), ("residual", False), ("schedule", "cosine")):
+      if want.get(key, default) != got.get(key, default):
+        raise ValueError(
+            f"Stage {self.stage.name!r}: its weights ({self.stage.checkpoint}) were trained "
+            f"with diffusion.{key}={got.get(key, default)!r} but its config says "
+            f"{want.get(key, default)!r}; use the config they were trained with or "
+            "retrain / re-export the stage.")
 
   def load(self, example_cond: dict[str, Any], shape: tuple[int, ...]) -> None:
     if self.params is not None:
       return
     if self.stage.checkpoint:
-      self.params, _ = weights.load(self.stage.checkpoint)
+      self.params, trained = weights.load(self.stage.checkpoint)
+      self._check_trained_like(trained)
       self.params = jax.device_put(self.params)  # one transfer, no per-shape programs
     else:  # random weights: tests and dry runs
       logging.warning("Stage %r has no checkpoint: random weights.", self.stage.name)

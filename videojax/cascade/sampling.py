@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from videojax import diffusion
+from videojax.nn.conditioning import check_residual, conditioning_reference
 from videojax.nn.text import null_text
 
 Array = jax.Array
@@ -62,7 +63,8 @@ class SampleSettings:
 
 
 def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
-                       settings: SampleSettings, cache_tag: str | None = None):
+                       settings: SampleSettings, cache_tag: str | None = None,
+                       residual: bool = False):
   """A jitted `sample(params, shape, cond, rng, known=None) -> [B, T, H, W, C] in [-1, 1]`.
 
   `shape` is the static output shape; `cond` holds the stage's conditioning as the
@@ -73,11 +75,17 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   frames to the given ones at every step (TSR: the network is not trained to predict
   the frames it is given, so they are replaced, as in replacement-based inpainting).
 
+  With `residual` (a stage trained with `diffusion.residual`) the sampler draws the
+  difference to the conditioning's reference (bicubic upsampling / frame blending of the
+  clean conditioning video) and returns reference + difference; thresholding and the
+  `known` frames act on the sum, the video.
+
   With `cache_tag` (a string naming everything the program depends on besides its
   arguments: model config, schedule, settings) the program is also kept on disk in
   exported form (`exported_cache`), so a warm start skips tracing the network.
   """
   x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
+  check_residual(model, residual)
 
   # Jitted on its own so that the sampler's several calls of the network (the shape
   # check, the loop body, the last step) share one trace: tracing the U-Net is most of
@@ -90,6 +98,10 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   def run(params, shape, cond, rng, known=None):
     k_noise, k_aug, k_sample = jax.random.split(rng, 3)
     cond = dict(cond)
+    ref = 0.0
+    if residual:  # from the clean conditioning, as in training
+      ref = conditioning_reference(model.cond, cond["cond_video"], cond.get("cond_mask"),
+                                   shape[2], shape[3])
     if "cond_video" in cond:
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
@@ -99,17 +111,19 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       emb, mask = null_text(b, length, dim)
       fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
                                               settings.guidance_scale)
-    transform = x0_transform
+    transform = x0_transform or (lambda x0: x0)
     if known is not None:
       given, given_mask = known
       keep = given_mask[:, :, None, None, None] > 0  # [B, T, 1, 1, 1]
-      clip = x0_transform or (lambda x0: x0)
+      clip = transform
       transform = lambda x0: jnp.where(keep, given.astype(x0.dtype), clip(x0))  # noqa: E731
+    video_transform = transform
+    transform = lambda x0: video_transform(x0 + ref) - ref  # noqa: E731  (ref = 0: as is)
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
                              num_steps=settings.num_steps, parameterization=parameterization,
                              x0_transform=transform, rng=k_sample, cond=cond)
-    return jnp.clip(video, -1.0, 1.0)
+    return jnp.clip(video + ref, -1.0, 1.0)
 
   jitted = jax.jit(run, static_argnums=1)
   return jitted if cache_tag is None else exported_cache(jitted, cache_tag)

@@ -2,8 +2,10 @@
 
 A spatial SR stage is worth its compute if it beats `bicubic_upsample` of its input,
 and a temporal SR stage if it beats `blend_frames` (linear blending of the given
-frames); both are compared with the ground-truth clip by `psnr` and `ssim`. Plain
-numpy (and PIL for bicubic resizing); it runs on the host after sampling.
+frames; `nn.conditioning.blend_given_frames` is the same blending in JAX, the reference
+a residual TSR stage corrects); both are compared with the ground-truth clip by `psnr`
+and `ssim`. Plain numpy (and PIL for bicubic resizing); it runs on the host after
+sampling.
 
 Videos are channels-last `[..., H, W, C]`: every leading index (frames, batch) is one
 frame, and the metrics are means over frames. uint8 videos have a data range of 255;

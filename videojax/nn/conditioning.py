@@ -6,6 +6,9 @@
 - `upsample_video`: an SSR stage's low-resolution input resized to the output size.
 - `place_frames`: a TSR / interpolation / extension stage's given frames placed on the
   output's frame grid, with a mask saying which frames are given.
+- `blend_given_frames`, `conditioning_reference`: the deterministic upsampling of a
+  stage's conditioning (bicubic resize for SSR, linear blending of the given frames for
+  TSR), which a residual stage (`diffusion.residual`) learns to correct.
 The data pipeline and the cascade use the same two functions, so a stage sees at
 sampling time exactly what it was trained on.
 """
@@ -58,6 +61,59 @@ def place_frames(video: Array, num_frames: int, stride: int, offset: int = 0
   placed = jnp.zeros((b, num_frames) + video.shape[2:], video.dtype).at[:, idx].set(video)
   mask = jnp.zeros((b, num_frames), jnp.float32).at[:, idx].set(1.0)
   return placed, mask
+
+
+def blend_given_frames(placed: Array, mask: Array) -> Array:
+  """Fills the frames not given by linear blending of the nearest given ones.
+
+  Args:
+    placed: [B, T, H, W, C], given frames on the output grid (as `place_frames` makes).
+    mask: [B, T], > 0 where a frame is given.
+
+  Returns:
+    [B, T, H, W, C] float32: given frames unchanged; a frame between two given ones
+    is their mix in proportion to its distance from each; frames before the first or
+    after the last given one repeat it. All zeros for an example with no given frame.
+  """
+  if placed.ndim != 5 or mask.shape != placed.shape[:2]:
+    raise ValueError(f"Expected placed [B, T, H, W, C] and mask [B, T], got "
+                     f"{placed.shape} and {mask.shape}.")
+  t = placed.shape[1]
+  idx = jnp.arange(t)[None, :]  # [1, T]
+  given = mask > 0
+  prev = jax.lax.cummax(jnp.where(given, idx, -1), axis=1)  # last given frame <= t
+  nxt = jax.lax.cummin(jnp.where(given, idx, t), axis=1, reverse=True)  # first >= t
+  prev, nxt = jnp.where(prev < 0, nxt, prev), jnp.where(nxt >= t, prev, nxt)
+  prev, nxt = jnp.clip(prev, 0, t - 1), jnp.clip(nxt, 0, t - 1)
+  span = nxt - prev
+  w = jnp.where(span > 0, (idx - prev) / jnp.maximum(span, 1), 0.0)[..., None, None, None]
+  take = lambda i: jnp.take_along_axis(  # noqa: E731
+      placed.astype(jnp.float32), i[:, :, None, None, None], axis=1)
+  out = (1.0 - w) * take(prev) + w * take(nxt)
+  return out * jnp.any(given, axis=1)[:, None, None, None, None]
+
+
+def conditioning_reference(kind: str, cond_video: Array, cond_mask: Array | None,
+                           height: int, width: int) -> Array:
+  """A super-resolution stage's output without a network, [B, T, height, width, C] f32.
+
+  kind 'ssr': bicubic upsampling of the low-resolution video; 'tsr': linear blending
+  of the given frames (`cond_video` and `cond_mask` as `place_frames` makes them).
+  """
+  if kind == "ssr":
+    return upsample_video(cond_video.astype(jnp.float32), height, width, method="bicubic")
+  if kind == "tsr":
+    if cond_mask is None:
+      raise ValueError("A 'tsr' reference needs cond_mask [B, T] (see place_frames).")
+    return blend_given_frames(cond_video, cond_mask)
+  raise ValueError(f"Only 'ssr' and 'tsr' stages have a conditioning reference, got {kind!r}.")
+
+
+def check_residual(model: nn.Module, residual: bool) -> None:
+  """A residual stage must be an SR stage (it needs a conditioning video to refine)."""
+  if residual and getattr(model, "cond", None) not in ("ssr", "tsr"):
+    raise ValueError(f"diffusion.residual needs an 'ssr' or 'tsr' stage (model.cond), got "
+                     f"{getattr(model, 'cond', None)!r}; set diffusion.residual=False.")
 
 
 class AttentionPool(nn.Module):

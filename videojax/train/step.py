@@ -6,7 +6,9 @@ combines the network (`nn/`) with the diffusion math (`diffusion/`):
   - noise levels from the stage's schedule (VDM's low-discrepancy sampler),
   - the v- (or eps-, x0-) objective with the configured weighting, and a frame mask
     so that frames given as conditioning (TSR) do not count,
-  - noise-conditioning augmentation of a conditioning video (SSR, TSR),
+  - noise-conditioning augmentation of a conditioning video (SSR, TSR), and with
+    `diffusion.residual` the difference of the video to the conditioning's bicubic
+    upsampling / frame blending as what is diffused (`diffusion_target`),
   - classifier-free guidance dropout of the text (empty null input),
   - AdamW with warmup and cosine decay, gradient clipping, gradient accumulation
     (optax.MultiSteps), parameter freezing by name (a regex of trainable paths), and
@@ -26,6 +28,7 @@ import ml_collections
 import optax
 
 from videojax import diffusion
+from videojax.nn.conditioning import check_residual, conditioning_reference
 from videojax.nn.text import guidance_dropout
 
 Array = jax.Array
@@ -97,18 +100,33 @@ def model_inputs(batch: dict[str, Array]) -> dict[str, Array]:
   return {arg: batch[key] for key, arg in _MODEL_INPUTS if key in batch}
 
 
+def diffusion_target(model: nn.Module, batch: dict[str, Array], residual: bool) -> Array:
+  """What a stage diffuses: the video, or with `residual` its difference to the
+  conditioning's reference (`nn.conditioning.conditioning_reference`, computed from
+  the clean conditioning video). Sampling adds the reference back."""
+  x = batch["video"]
+  if not residual:
+    return x
+  kw = model_inputs(batch)
+  ref = conditioning_reference(model.cond, kw["cond_video"], kw.get("cond_mask"),
+                               x.shape[2], x.shape[3])
+  return x.astype(jnp.float32) - ref
+
+
 def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
                     tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     lr_fn: Callable[[Array], Array] | None = None):
   """The pure step of one stage. `config` needs `diffusion` and `train` sections.
 
-  diffusion: parameterization, weighting, min_snr_gamma.
+  diffusion: parameterization, weighting, min_snr_gamma, residual.
   train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
   """
   d, t = config.diffusion, config.train
+  residual = d.get("residual", False)
+  check_residual(model, residual)
 
   def loss_fn(params, batch, key):
-    x = batch["video"]  # [B, T, H, W, C] in [-1, 1]
+    x = diffusion_target(model, batch, residual)  # [B, T, H, W, C]
     b = x.shape[0]
     k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
     logsnr = diffusion.sample_logsnr(k_t, b, schedule)

@@ -63,9 +63,10 @@ def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
 def _eval_loss_fn(model, config):
   """Held-out loss at fixed noise levels (no dropout, no augmentation noise)."""
   d = config.diffusion
+  residual = d.get("residual", False)
 
   def eval_loss(params, batch, logsnr_value):
-    x = batch["video"]
+    x = step_lib.diffusion_target(model, batch, residual)
     b = x.shape[0]
     logsnr = jnp.full((b,), logsnr_value, jnp.float32)
     eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
@@ -90,7 +91,8 @@ def _rules(config) -> tuple[tuple[str, Any], ...]:
 def _preview(config, model, schedule):
   """`preview(params, batch, step, writer)`: samples the first validation examples."""
   sampler = make_stage_sampler(model, schedule, config.diffusion.parameterization,
-                               SampleSettings.from_config(config.sample))
+                               SampleSettings.from_config(config.sample),
+                               residual=config.diffusion.get("residual", False))
   n = config.train.preview_count
 
   def preview(params, batch, step: int, writer: observe.Writer | None) -> str | None:

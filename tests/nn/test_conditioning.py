@@ -1,0 +1,118 @@
+"""The conditioning references of super-resolution stages, and residual stages: the
+train step's target and the sampler's reference + difference."""
+
+import importlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from videojax import diffusion
+from videojax.cascade.sampling import SampleSettings, make_stage_sampler
+from videojax.eval import quality
+from videojax.nn import conditioning as C
+from videojax.nn.unet3d import from_config
+from videojax.train import step as S
+
+
+def _linear_in_time(b, t, h, w):
+  """[B, T, H, W, 3] with frame t = a + slope * t (per pixel)."""
+  rng = np.random.default_rng(0)
+  a, slope = rng.uniform(-0.5, 0.5, (2, b, 1, h, w, 3))
+  return jnp.asarray(a + 0.1 * slope * np.arange(t)[None, :, None, None, None], jnp.float32)
+
+
+def test_blend_given_frames_equals_the_evaluation_baseline():
+  given = np.random.default_rng(1).uniform(-1, 1, (2, 4, 3, 5, 3)).astype(np.float32)
+  placed, mask = C.place_frames(jnp.asarray(given), 8, stride=2)
+  out = C.blend_given_frames(placed, mask)
+  np.testing.assert_allclose(out, quality.blend_frames(given, 2, 8), atol=1e-6)
+  np.testing.assert_array_equal(out[:, ::2], given)  # given frames exactly
+
+
+def test_blend_given_frames_irregular_mask_closed_form():
+  video = jnp.arange(6, dtype=jnp.float32)[None, :, None, None, None] * jnp.ones((1, 6, 2, 2, 1))
+  mask = jnp.array([[0, 1, 0, 0, 1, 0]], jnp.float32)
+  out = C.blend_given_frames(video * mask[..., None, None, None], mask)
+  # frame 0 repeats the first given (1), 2 and 3 interpolate 1 -> 4, 5 repeats 4
+  np.testing.assert_allclose(out[0, :, 0, 0, 0], [1, 1, 2, 3, 4, 4], atol=1e-6)
+  none = C.blend_given_frames(video, jnp.zeros((1, 6)))
+  np.testing.assert_array_equal(none, 0.0)
+  with pytest.raises(ValueError, match="mask"):
+    C.blend_given_frames(video, jnp.zeros((1, 5)))
+
+
+def test_conditioning_reference_kinds():
+  const = jnp.full((1, 2, 4, 4, 3), 0.3)
+  np.testing.assert_allclose(C.conditioning_reference("ssr", const, None, 16, 16),
+                             jnp.full((1, 2, 16, 16, 3), 0.3), atol=1e-6)
+  with pytest.raises(ValueError, match="cond_mask"):
+    C.conditioning_reference("tsr", const, None, 4, 4)
+  with pytest.raises(ValueError, match="Only 'ssr' and 'tsr'"):
+    C.conditioning_reference(None, const, None, 4, 4)
+
+
+def test_residual_target_is_zero_where_the_reference_is_exact():
+  config = importlib.import_module("configs.tsr").get_config("tiny")
+  tsr = from_config(config.model)
+  video = _linear_in_time(2, 8, 4, 4)  # linear in time: blending is exact between givens
+  placed, mask = C.place_frames(video[:, ::2], 8, stride=2)
+  batch = {"video": video, "cond_video": placed, "cond_frames_mask": mask}
+  target = S.diffusion_target(tsr, batch, residual=True)
+  np.testing.assert_allclose(target[:, :7], 0.0, atol=1e-6)
+  # the last frame repeats the last given one: the residual is one frame's change
+  np.testing.assert_allclose(target[:, 7], video[:, 7] - video[:, 6], atol=1e-6)
+  np.testing.assert_array_equal(S.diffusion_target(tsr, batch, residual=False), video)
+
+  ssr = from_config(importlib.import_module("configs.ssr").get_config("tiny").model)
+  flat = jnp.broadcast_to(jnp.linspace(-0.5, 0.5, 3), (2, 4, 8, 8, 3))  # constant per channel
+  batch = {"video": flat, "cond_video": flat[:, :, ::2, ::2]}
+  np.testing.assert_allclose(S.diffusion_target(ssr, batch, residual=True), 0.0, atol=1e-6)
+
+
+def test_residual_refused_for_a_base_stage():
+  config = importlib.import_module("configs.base").get_config("tiny")
+  config.diffusion.residual = True
+  config.optim.total_steps = 100
+  tx, _ = S.make_optimizer(config.optim)
+  with pytest.raises(ValueError, match="diffusion.residual needs an 'ssr' or 'tsr' stage"):
+    S.make_train_step(from_config(config.model), diffusion.get_schedule("cosine"), tx, config)
+
+
+class _ZeroX0(nn.Module):
+  """Predicts x0 = 0 whatever it is given (an 'ssr' or 'tsr' stage, for the sampler)."""
+  cond: str = "ssr"
+
+  @nn.compact
+  def __call__(self, z, logsnr, **kw):
+    return jnp.zeros_like(z) * self.param("unused", nn.initializers.ones, ())
+
+
+@pytest.mark.parametrize("kind", ["ssr", "tsr"])
+def test_residual_sampler_returns_reference_plus_difference(kind):
+  # A network that predicts a zero difference samples exactly the reference (clipped to
+  # [-1, 1]); the same network without `residual` samples zeros.
+  model = _ZeroX0(cond=kind)
+  settings = SampleSettings(num_steps=3, guidance_scale=1.0, threshold="static")
+  schedule = diffusion.get_schedule("cosine")
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  if kind == "ssr":
+    low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-1.2, maxval=1.2)
+    cond, shape, known = {"cond_video": low}, (2, 4, 8, 8, 3), None
+    ref = C.upsample_video(low, 8, 8, method="bicubic")
+  else:
+    video = _linear_in_time(2, 8, 4, 4)
+    placed, mask = C.place_frames(video[:, ::2], 8, stride=2)
+    cond, shape, known = {"cond_video": placed, "cond_mask": mask}, video.shape, (placed, mask)
+    ref = C.blend_given_frames(placed, mask)
+  rng = jax.random.PRNGKey(2)
+  for residual, want in ((True, jnp.clip(ref, -1, 1)), (False, jnp.zeros(shape))):
+    sampler = make_stage_sampler(model, schedule, "x0", settings, residual=residual)
+    out = sampler(params, shape, cond, rng, known)
+    if known is not None:  # given frames are kept either way
+      want = jnp.where(known[1][:, :, None, None, None] > 0, known[0], want)
+    np.testing.assert_allclose(out, want, atol=1e-5)
+  with pytest.raises(ValueError, match="diffusion.residual needs"):
+    make_stage_sampler(_ZeroX0(cond=None), schedule, "x0", settings, residual=True)
