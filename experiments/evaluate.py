@@ -2,6 +2,7 @@ r"""Evaluates a cascade: text alignment on moving_shapes and per-stage SR qualit
 
   python -m experiments.evaluate --out_dir outputs/eval_demo
   python -m experiments.evaluate --cascade configs/cascades/demo.py --num_prompts 256
+  python -m experiments.evaluate --parts stages --cascade.stages.tsr.checkpoint=runs/tsr
 
 Writes OUT_DIR/report.md (tables), OUT_DIR/results.json and OUT_DIR/report.png (plot),
 plus a few sample videos (GIF) per prompt set.
@@ -24,6 +25,8 @@ _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 256, "Prompts per prompt set.
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 32, "Clips per stage-quality set.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Prompts per sampling call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed (prompts and sampling).")
+_PARTS = flags.DEFINE_multi_enum("parts", ["alignment", "stages"], ["alignment", "stages"],
+                                 "What to measure: text alignment, SR stage quality.")
 
 ATTRS = ("background", "color", "shape", "direction", "single_object", "all_correct")
 
@@ -90,7 +93,8 @@ def main(argv):
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   cascade = Cascade.load(_CASCADE.value)
   results = {"cascade": str(_CASCADE.value.order), "alignment": {}, "stages": {}}
-  for name, split in (("validation", "validation"), ("held-out pairs", "test")):
+  splits = (("validation", "validation"), ("held-out pairs", "test"))
+  for name, split in splits if "alignment" in _PARTS.value else ():
     caps = E.prompts(split, _NUM_PROMPTS.value, seed=_SEED.value)
     r = E.text_alignment(cascade.sample, caps, _BATCH.value, seed=_SEED.value)
     for i in range(min(4, len(caps))):
@@ -100,7 +104,7 @@ def main(argv):
     print(name, results["alignment"][name], flush=True)
   n = _NUM_CLIPS.value
   for stage in cascade.stages:
-    if stage.kind == "base":
+    if stage.kind == "base" or "stages" not in _PARTS.value:
       continue
     frames, size = stage.output[0], stage.output[1]
     run = lambda v, c, s=stage.name: cascade.sample_stage(s, c, v, seed=_SEED.value)  # noqa

@@ -50,3 +50,11 @@ def test_evaluate_cli_on_tiny_cascade(tmp_path):
       "stages"]
   report = open(tmp_path / "report.md").read()
   assert "| validation | 2 |" in report and os.path.exists(tmp_path / "report.png")
+  # --parts picks what is measured: stage quality alone samples no prompts.
+  run = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate", "--cascade", "configs/cascades/tiny.py",
+       "--out_dir", str(tmp_path / "stages"), "--num_clips", "2", "--parts", "stages"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  results = json.load(open(tmp_path / "stages" / "results.json"))
+  assert results["alignment"] == {} and "ssr on moving_shapes" in results["stages"]
