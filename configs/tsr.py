@@ -35,4 +35,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample.aug_level = 0.1  # and sample with this level
   if variant == "demo":
     c.train.num_steps = 2000  # conditioned on a video, it learns faster than the base
+    c.diffusion.residual = True  # diffuse video - frame blending of the given frames
+    c.sample.threshold = "none"  # see configs/cascades/demo.py
   return c
