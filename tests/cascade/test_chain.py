@@ -152,6 +152,20 @@ def test_shipped_demo_weights_fit_their_stages():
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+def test_weights_trained_otherwise_are_refused_before_sampling():
+  # The shipped SSR was trained as a residual stage; a config that says otherwise
+  # would sample garbage, so loading its weights names the mismatch.
+  c = S.load_config_file("configs/cascades/demo.py").to_dict()
+  c["stages"]["ssr"]["config"] = S.load_config_file(c["stages"]["ssr"]["config"])
+  c["stages"]["ssr"]["config"].diffusion.residual = False
+  c = ml_collections.ConfigDict(c)
+  cascade = Cascade.load(c)
+  low = np.zeros((1, 16, 16, 16, 3), np.uint8)
+  with pytest.raises(ValueError, match=r"Stage 'ssr'.*trained with diffusion.residual=True "
+                                       r"but its config says False"):
+    cascade.sample_stage("ssr", [""], low)
+
+
 def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatch):
   from videojax.cascade import sampling
 
