@@ -10,7 +10,8 @@ trained on crops samples whole frames.
 Variants:
   tiny          CPU tests: 8 frames 8x8 -> 16x16 (moving_shapes 'tiny').
   demo          the demo cascade's SSR: 16 frames 16x16 -> 64x64 at 8 fps, trained on
-                32x32 crops of moving_shapes 'hires'.
+                32x32 crops of moving_shapes 'hires'; residual (refines bicubic
+                upsampling), sampled without thresholding.
   imagen_video  Imagen Video's SSR1: 32 frames 24x40 -> 48x80 at 6 fps (~1.4B).
   imagen_video2, imagen_video3
                 its SSR2 (32 frames 48x80 -> 192x320, 6 fps) and SSR3 (128 frames

@@ -8,7 +8,8 @@ frames that are not given. Conditioning augmentation noises the given frames.
 
 Variants:
   tiny          CPU tests: 4 -> 8 frames of 8x8 (moving_shapes 'tiny').
-  demo          the demo cascade's TSR: 8 -> 16 frames of 16x16, 4 -> 8 fps.
+  demo          the demo cascade's TSR: 8 -> 16 frames of 16x16, 4 -> 8 fps; residual
+                (refines linear frame blending), sampled without thresholding.
   imagen_video  Imagen Video's TSR1: 16 -> 32 frames of 24x40, 3 -> 6 fps (~1.7B).
   imagen_video2, imagen_video3
                 its TSR2 (32 -> 64 frames of 192x320, 12 fps) and TSR3 (64 -> 128, 24 fps).
