@@ -111,14 +111,15 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       emb, mask = null_text(b, length, dim)
       fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
                                               settings.guidance_scale)
-    transform = x0_transform or (lambda x0: x0)
+    transform = x0_transform  # acts on the video's x0 prediction (None: none)
     if known is not None:
       given, given_mask = known
       keep = given_mask[:, :, None, None, None] > 0  # [B, T, 1, 1, 1]
-      clip = transform
+      clip = x0_transform or (lambda x0: x0)
       transform = lambda x0: jnp.where(keep, given.astype(x0.dtype), clip(x0))  # noqa: E731
-    video_transform = transform
-    transform = lambda x0: video_transform(x0 + ref) - ref  # noqa: E731  (ref = 0: as is)
+    if residual and transform is not None:  # the network's x0 is the difference to ref
+      on_video = transform
+      transform = lambda x0: on_video(x0 + ref) - ref  # noqa: E731
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
                              num_steps=settings.num_steps, parameterization=parameterization,
