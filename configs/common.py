@@ -74,6 +74,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 200 if tiny else (4000 if demo else 200_000)  # optimizer steps
+  c.train.init_from = ""  # new runs: start from these weights (export / workdir; '' = random)
   c.train.ema_decay = 0.99 if tiny else 0.999  # EMA of the parameters
   c.train.cond_dropout = 0.1  # classifier-free guidance: probability of the null text
   c.train.aug_max_level = 0.0  # conditioning augmentation (tsr / ssr stages)

@@ -51,3 +51,49 @@ def test_non_finite_loss_stops_and_writes_nothing_after(tiny_data_dir, tmp_path)
                      match=r"Non-finite loss nan at step 2; last good checkpoint: step 1"):
     trainer.train_and_evaluate(c, str(tmp_path / "nan"))
   assert _ckpt(tmp_path / "nan").all_steps() == [1]
+
+
+def test_init_from_copies_a_smaller_model_and_starts_from_its_function(tiny_data_dir, tmp_path):
+  """A run with train.init_from starts from a trained model with fewer attention layers:
+  the added layers' residual outputs are zero, so at step 0 the new model computes the
+  source model's function; every shared parameter (and its EMA) is the source's."""
+  import jax
+  import jax.numpy as jnp
+
+  from videojax.cascade import weights
+  from videojax.nn import unet3d
+
+  src = tiny_config(tiny_data_dir, 2)
+  trainer.train_and_evaluate(src, str(tmp_path / "src"))
+  dst = tiny_config(tiny_data_dir, 0)
+  dst.model.spatial_attn_levels = (0, 1)
+  dst.model.cross_attn_levels = (0, 1)
+  dst.train.init_from = str(tmp_path / "src")
+  trainer.train_and_evaluate(dst, str(tmp_path / "dst"))
+  p_src, _ = weights.load(str(tmp_path / "src"))
+  p_dst, _ = weights.load(str(tmp_path / "dst"))
+  raw, _ = weights.load(str(tmp_path / "dst"), key="params")
+  flat = lambda p: {"/".join(map(str, k)): v for k, v in  # noqa: E731
+                    jax.tree_util.tree_flatten_with_path(p)[0]}
+  f_src, f_dst, f_raw = flat(p_src), flat(p_dst), flat(raw)
+  assert set(f_src) < set(f_dst)
+  assert any("spatial_attn" in k and "down0_0" in k for k in set(f_dst) - set(f_src))
+  for k, v in f_src.items():
+    np.testing.assert_array_equal(f_dst[k], v, err_msg=k)
+    np.testing.assert_array_equal(f_raw[k], v, err_msg=k)
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(2, 4, 8, 8, 3)), jnp.float32)
+  text = jnp.asarray(rng.normal(size=(2, 5, src.model.text_dim)), jnp.float32)
+  kw = dict(text=text, text_mask=jnp.ones((2, 5)))
+  out_src = unet3d.from_config(src.model).apply(p_src, z, jnp.array([0.0, 3.0]), **kw)
+  out_dst = unet3d.from_config(dst.model).apply(p_dst, z, jnp.array([0.0, 3.0]), **kw)
+  np.testing.assert_allclose(out_dst, out_src, rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_without_weights_is_refused_before_anything_is_written(tiny_data_dir,
+                                                                         tmp_path):
+  c = tiny_config(tiny_data_dir, 2)
+  c.train.init_from = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match=r"train.init_from=.*nothing.* holds no weights"):
+    trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")

@@ -31,8 +31,9 @@ import numpy as np
 from videojax import diffusion
 from videojax.data import builders, pipeline
 from videojax.nn import text as text_lib
+from videojax.cascade import weights
 from videojax.cascade.sampling import SampleSettings, make_stage_sampler
-from videojax.nn import unet3d
+from videojax.nn import inflation, unet3d
 from videojax.parallel import sharding
 from videojax.train import step as step_lib
 from videojax.train import observe
@@ -131,12 +132,35 @@ class _StopOnSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _init_from(state: step_lib.TrainState, shardings: Any, path: str) -> step_lib.TrainState:
+  """The fresh state with every parameter that the weights at `path` have copied in.
+
+  Make-A-Video style: the source is the same U-Net with fewer layers (an image model, or a
+  video model with fewer attention layers); the added layers keep their zero-initialised
+  residual outputs, so training starts from the source model's function. Both the
+  parameters and their EMA start at the source's (EMA) weights; the optimizer starts fresh.
+  """
+  source, _ = weights.load(path)
+  merged = inflation.inflate(source, jax.device_get(state.params))  # numpy: two copies below
+  return state.replace(params=jax.device_put(merged, shardings.params),
+                       ema_params=jax.device_put(merged, shardings.ema_params))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a stage; resumes from `workdir` if it holds checkpoints.
+
+  A new run (no checkpoints yet) with `config.train.init_from` set starts from those
+  weights (an exported stage or a training workdir; see `_init_from`).
 
   Returns:
     The last logged metrics (loss, held-out losses, steps/s).
   """
+  init_from = config.train.get("init_from", "")
+  if init_from and not (os.path.isfile(os.path.join(init_from, weights.PARAMS))
+                        or os.path.isdir(os.path.join(init_from, "checkpoints"))):
+    raise FileNotFoundError(f"train.init_from={init_from!r} holds no weights: give an exported "
+                            f"stage directory ({weights.PARAMS}) or a training workdir "
+                            "(checkpoints/), or '' to start from random weights.")
   os.makedirs(workdir, exist_ok=True)
   devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
@@ -191,6 +215,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                             state, state_shardings)
     state, data_state, _ = ckpt.restore(abstract)
     logging.info("Resumed from step %d", int(state.step))
+  elif init_from:
+    state = _init_from(state, state_shardings, init_from)
+    logging.info("Initialised from %s", init_from)
   it = pipeline.make_iterator(train_ds, data_state)
 
   train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
