@@ -106,6 +106,32 @@ def test_super_resolution_stages(cond):
   assert not np.allclose(apply({**kw, "cond_video": kw["cond_video"] + 0.5}), out, atol=1e-3)
 
 
+def test_frame_positions_start_at_zero_change_videos_and_skip_images(base):
+  """frame_positions adds a learned [T, C] table after the stem: zero at init (a trained
+  model keeps its function when it is added); once trained it changes the prediction of
+  video examples, while is_image examples never see it."""
+  _, variables, params, apply = base
+  model = UNet3D(**{**TINY, "frame_positions": T})
+  fresh = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
+                                            text_mask=MASK))
+  with_table = inflate(params, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                                            nn.meta.unbox(fresh)))
+  assert with_table["params"]["frame_pos"].shape == (T, TINY["base_channels"])
+  run = lambda p, z, **kw: model.apply(p, z, LOGSNR, text=TEXT, text_mask=MASK, **kw)  # noqa: E731
+  np.testing.assert_allclose(run(with_table, Z), apply(params, Z, text=TEXT, text_mask=MASK),
+                             rtol=1e-5, atol=2e-5)  # eager vs jit: float rounding only
+  table = jax.random.normal(jax.random.PRNGKey(7), (T, TINY["base_channels"]))
+  trained = {"params": {**with_table["params"], "frame_pos": table}}
+  is_image = jnp.array([True, False])
+  out = run(trained, Z, is_image=is_image)
+  ref = apply(params, Z, text=TEXT, text_mask=MASK, is_image=is_image)
+  np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
+  assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
+  with pytest.raises(ValueError, match=r"frame-position embeddings for at most 4 frames "
+                                       r"\(frame_positions\), got T = 8"):
+    model.apply(trained, jnp.concatenate([Z, Z], 1), LOGSNR, text=TEXT, text_mask=MASK)
+
+
 def test_inflated_video_model_equals_image_model_frame_by_frame(base):
   video_model, video_variables, _, _ = base  # a fresh video model: real initialisation
   image_model = UNet3D(**image_config_of(TINY))

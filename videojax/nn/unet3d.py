@@ -124,6 +124,12 @@ class UNet3D(nn.Module):
     cond: 'none', 'ssr' (low-res video upsampled to the output size and concatenated)
       or 'tsr' (given frames on the output grid plus a mask channel).
     cond_channels: channels of the conditioning video.
+    frame_positions: 0 (default) or the most frames T of an input: a learned absolute
+      frame-position embedding [T, base_channels] is added after the stem (zero at
+      init, so it can be added to a trained model). Temporal attention's bias and the
+      temporal convolutions only see relative positions; a model that must place an
+      object by frame index (where it is at frame t moving left) learns that much faster
+      with it. Not added to `is_image` examples.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
@@ -147,6 +153,7 @@ class UNet3D(nn.Module):
   text_dim: int = 0
   cond: str = "none"
   cond_channels: int = 3
+  frame_positions: int = 0
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -197,6 +204,9 @@ class UNet3D(nn.Module):
             f"A 'tsr' stage needs cond_video [{b}, {t}, {h}, {w}, C] with the given frames "
             f"placed on the output grid and cond_mask [{b}, {t}] (see place_frames); got "
             f"{cond_video.shape} and {None if cond_mask is None else cond_mask.shape}.")
+    if self.frame_positions and t > self.frame_positions:
+      raise ValueError(f"This U-Net has frame-position embeddings for at most "
+                       f"{self.frame_positions} frames (frame_positions), got T = {t}.")
     if self.causal_temporal and any(self.temporal_downsample):
       raise ValueError("causal_temporal needs a U-Net without temporal down-sampling "
                        "(a strided temporal conv would let frame i see frame i + 1).")
@@ -261,6 +271,14 @@ class UNet3D(nn.Module):
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
         x.astype(self.dtype)))
+    if self.frame_positions:
+      table = self.param("frame_pos", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("frames", "conv_out")),
+          (self.frame_positions, self.base_channels), self.param_dtype)
+      pos = jnp.asarray(table[:t], self.dtype)[None, :, None, None, :]  # [1, T, 1, 1, C]
+      if is_image is not None:
+        pos = pos * (1 - jnp.asarray(is_image, self.dtype))[:, None, None, None, None]
+      x = constrain_video(x + pos)
     skips = [x]
     for level, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
