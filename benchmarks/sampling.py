@@ -46,19 +46,16 @@ def _timed(fn) -> float:
 def speed(cascade: Cascade, batch: int, repeats: int) -> dict[str, dict[str, float]]:
   """{stage or 'chain': {'first': s, 'median': s per call}} at `batch` prompts."""
   prompts = [PROMPT] * batch
-  text = cascade.encode(prompts)
-  key = jax.random.PRNGKey(0)
   out: dict[str, dict[str, float]] = {}
   video = None
-  for i, runner in enumerate(cascade._runners):  # noqa: SLF001 - a benchmark of the stages
-    given = video
+  for i, stage in enumerate(cascade.stages):  # each stage on the previous stage's video
 
-    def run(runner=runner, given=given, i=i):
-      return cascade._run(runner, batch, text, given, jax.random.fold_in(key, i), None)  # noqa
+    def run(name=stage.name, given=video, i=i):
+      return cascade.sample_stage(name, prompts, given, seed=i)  # text encoding included
 
     first = _timed(run)
     times = [_timed(run) for _ in range(repeats)]
-    out[runner.stage.name] = {"first": first, "median": statistics.median(times)}
+    out[stage.name] = {"first": first, "median": statistics.median(times)}
     video = run()
   times = [_timed(lambda: cascade.sample(prompts, seed=0)) for _ in range(repeats)]
   out["chain"] = {"first": sum(v["first"] for v in out.values()),
