@@ -40,9 +40,9 @@ _VARIANTS = {
     # Sized to train on a 2-core CPU within an hour and sample in seconds.
     "demo_base": (dict(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                        head_dim=32, temporal_conv_levels=(0, 1, 2),
-                       spatial_attn_levels=(1, 2), temporal_attn_levels=(1, 2),
-                       cross_attn_levels=(1, 2), temporal_downsample=(False, False),
-                       text_dim=384), (8, 16, 16, 3), None),
+                       spatial_attn_levels=(1, 2), temporal_attn_levels=(0, 1, 2),
+                       cross_attn_levels=(0, 1, 2), temporal_downsample=(False, False),
+                       text_dim=384, frame_positions=8), (8, 16, 16, 3), None),
     "demo_tsr": (dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                       head_dim=32, temporal_conv_levels=(0, 1), spatial_attn_levels=(),
                       temporal_attn_levels=(1,), cross_attn_levels=(1,),
