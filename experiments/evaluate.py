@@ -37,48 +37,57 @@ def _plot(results, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+  parts = [p for p in ("alignment", "stages") if results[p]]  # the measured parts only
+  fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 3.6), squeeze=False)
+  axes = dict(zip(parts, axes[0]))
   width = 0.38
-  for k, (name, r) in enumerate(results["alignment"].items()):
-    axes[0].bar([i + k * width for i in range(len(ATTRS))], [r[a] for a in ATTRS], width,
-                label=name)
-  axes[0].set_xticks([i + width / 2 for i in range(len(ATTRS))], ATTRS, rotation=20)
-  axes[0].set_ylim(0, 1)
-  axes[0].set_title("text alignment (fraction correct)")
-  axes[0].legend()
-  labels, ours, base = [], [], []
-  for key, r in results["stages"].items():
-    ref = "psnr_bicubic" if "psnr_bicubic" in r else "psnr_blend"
-    labels.append(key)
-    ours.append(r["psnr"])
-    base.append(r[ref])
-  axes[1].bar([i for i in range(len(labels))], ours, width, label="stage")
-  axes[1].bar([i + width for i in range(len(labels))], base, width,
-              label="baseline (bicubic / frame blending)")
-  axes[1].set_xticks([i + width / 2 for i in range(len(labels))], labels, rotation=20)
-  axes[1].set_title("PSNR (dB)")
-  axes[1].legend()
+  if "alignment" in axes:
+    ax = axes["alignment"]
+    for k, (name, r) in enumerate(results["alignment"].items()):
+      ax.bar([i + k * width for i in range(len(ATTRS))], [r[a] for a in ATTRS], width,
+             label=name)
+    ax.set_xticks([i + width / 2 for i in range(len(ATTRS))], ATTRS, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_title("text alignment (fraction correct)")
+    ax.legend()
+  if "stages" in axes:
+    ax = axes["stages"]
+    labels, ours, base = [], [], []
+    for key, r in results["stages"].items():
+      ref = "psnr_bicubic" if "psnr_bicubic" in r else "psnr_blend"
+      labels.append(key)
+      ours.append(r["psnr"])
+      base.append(r[ref])
+    ax.bar([i for i in range(len(labels))], ours, width, label="stage")
+    ax.bar([i + width for i in range(len(labels))], base, width,
+           label="baseline (bicubic / frame blending)")
+    ax.set_xticks([i + width / 2 for i in range(len(labels))], labels, rotation=20)
+    ax.set_title("PSNR (dB)")
+    ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
 
 def _report(results) -> str:
-  lines = ["# Cascade evaluation", "", f"Cascade: `{results['cascade']}`", "",
-           "## Text alignment (moving_shapes, judged from pixels)", "",
-           "| prompts | n | " + " | ".join(ATTRS) + " |",
-           "|---|---|" + "---|" * len(ATTRS)]
-  for name, r in results["alignment"].items():
-    lines.append(f"| {name} | {r['count']} | " + " | ".join(f"{r[a]:.3f}" for a in ATTRS) +
-                 " |")
-  lines += ["", "## Stage quality (PSNR dB / SSIM against the ground truth)", "",
-            "| stage on data | n | stage PSNR | baseline PSNR | stage SSIM | baseline SSIM |",
-            "|---|---|---|---|---|---|"]
-  for key, r in results["stages"].items():
-    b = "bicubic" if "psnr_bicubic" in r else "blend"
-    lines.append(f"| {key} | {r['n']} | {r['psnr']:.2f} | {r['psnr_' + b]:.2f} ({b}) | "
-                 f"{r['ssim']:.4f} | {r['ssim_' + b]:.4f} |")
-  lines += ["", "TSR is measured on the frames it generates (given frames are copied).", "",
-            "![report](report.png)", ""]
+  lines = ["# Cascade evaluation", "", f"Cascade: `{results['cascade']}`", ""]
+  if results["alignment"]:
+    lines += ["## Text alignment (moving_shapes, judged from pixels)", "",
+              "| prompts | n | " + " | ".join(ATTRS) + " |",
+              "|---|---|" + "---|" * len(ATTRS)]
+    for name, r in results["alignment"].items():
+      lines.append(f"| {name} | {r['count']} | " +
+                   " | ".join(f"{r[a]:.3f}" for a in ATTRS) + " |")
+    lines.append("")
+  if results["stages"]:
+    lines += ["## Stage quality (PSNR dB / SSIM against the ground truth)", "",
+              "| stage on data | n | stage PSNR | baseline PSNR | stage SSIM | baseline SSIM |",
+              "|---|---|---|---|---|---|"]
+    for key, r in results["stages"].items():
+      b = "bicubic" if "psnr_bicubic" in r else "blend"
+      lines.append(f"| {key} | {r['n']} | {r['psnr']:.2f} | {r['psnr_' + b]:.2f} ({b}) | "
+                   f"{r['ssim']:.4f} | {r['ssim_' + b]:.4f} |")
+    lines += ["", "TSR is measured on the frames it generates (given frames are copied).", ""]
+  lines += ["![report](report.png)", ""]
   return "\n".join(lines)
 
 

@@ -49,7 +49,8 @@ def test_evaluate_cli_on_tiny_cascade(tmp_path):
   assert "tsr on moving_shapes" in results["stages"] and "ssr on moving_shapes" in results[
       "stages"]
   report = open(tmp_path / "report.md").read()
-  assert "| validation | 2 |" in report and os.path.exists(tmp_path / "report.png")
+  assert "| validation | 2 |" in report and "| ssr on moving_shapes | 2 |" in report
+  assert os.path.exists(tmp_path / "report.png")
   # --parts picks what is measured: stage quality alone samples no prompts.
   run = subprocess.run(
       [sys.executable, "-m", "experiments.evaluate", "--cascade", "configs/cascades/tiny.py",
@@ -58,3 +59,5 @@ def test_evaluate_cli_on_tiny_cascade(tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.load(open(tmp_path / "stages" / "results.json"))
   assert results["alignment"] == {} and "ssr on moving_shapes" in results["stages"]
+  report = open(tmp_path / "stages" / "report.md").read()  # no empty alignment section
+  assert "Text alignment" not in report and "Stage quality" in report

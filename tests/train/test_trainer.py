@@ -57,20 +57,29 @@ def test_init_from_copies_a_smaller_model_and_starts_from_its_function(tiny_data
   """A run with train.init_from starts from a trained model with fewer attention layers:
   the added layers' residual outputs are zero, so at step 0 the new model computes the
   source model's function; every shared parameter (and its EMA) is the source's."""
+  import flax.linen as nn
   import jax
   import jax.numpy as jnp
 
   from videojax.cascade import weights
   from videojax.nn import unet3d
 
-  src = tiny_config(tiny_data_dir, 2)
-  trainer.train_and_evaluate(src, str(tmp_path / "src"))
-  dst = tiny_config(tiny_data_dir, 0)
+  src = tiny_config(tiny_data_dir, 0)
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(2, 4, 8, 8, 3)), jnp.float32)
+  text = jnp.asarray(rng.normal(size=(2, 5, src.model.text_dim)), jnp.float32)
+  kw = dict(text=text, text_mask=jnp.ones((2, 5)))
+  src_model = unet3d.from_config(src.model)
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(src_model.init(
+      jax.random.PRNGKey(0), z, jnp.zeros((2,)), **kw)))
+  # "trained" source weights: every parameter random (none at its initial value)
+  p_src = jax.tree.map(lambda x: rng.normal(0.0, 0.1, x.shape).astype(np.float32), shapes)
+  weights.save(str(tmp_path / "src"), p_src, src, dtype="float32")
+  dst = tiny_config(tiny_data_dir, 0)  # no steps: the state the run starts from
   dst.model.spatial_attn_levels = (0, 1)
   dst.model.cross_attn_levels = (0, 1)
   dst.train.init_from = str(tmp_path / "src")
   trainer.train_and_evaluate(dst, str(tmp_path / "dst"))
-  p_src, _ = weights.load(str(tmp_path / "src"))
   p_dst, _ = weights.load(str(tmp_path / "dst"))
   raw, _ = weights.load(str(tmp_path / "dst"), key="params")
   flat = lambda p: {"/".join(map(str, k)): v for k, v in  # noqa: E731
@@ -81,12 +90,10 @@ def test_init_from_copies_a_smaller_model_and_starts_from_its_function(tiny_data
   for k, v in f_src.items():
     np.testing.assert_array_equal(f_dst[k], v, err_msg=k)
     np.testing.assert_array_equal(f_raw[k], v, err_msg=k)
-  rng = np.random.default_rng(0)
-  z = jnp.asarray(rng.normal(size=(2, 4, 8, 8, 3)), jnp.float32)
-  text = jnp.asarray(rng.normal(size=(2, 5, src.model.text_dim)), jnp.float32)
-  kw = dict(text=text, text_mask=jnp.ones((2, 5)))
-  out_src = unet3d.from_config(src.model).apply(p_src, z, jnp.array([0.0, 3.0]), **kw)
-  out_dst = unet3d.from_config(dst.model).apply(p_dst, z, jnp.array([0.0, 3.0]), **kw)
+  logsnr = jnp.array([0.0, 3.0])
+  out_src = src_model.apply(p_src, z, logsnr, **kw)
+  out_dst = unet3d.from_config(dst.model).apply(p_dst, z, logsnr, **kw)
+  assert float(jnp.abs(out_src).mean()) > 1e-2  # a non-trivial function
   np.testing.assert_allclose(out_dst, out_src, rtol=1e-5, atol=1e-5)
 
 
