@@ -127,9 +127,9 @@ class UNet3D(nn.Module):
     frame_positions: 0 (default) or the most frames T of an input: a learned absolute
       frame-position embedding [T, base_channels] is added after the stem (zero at
       init, so it can be added to a trained model). Temporal attention's bias and the
-      temporal convolutions only see relative positions; a model that must place an
-      object by frame index (where it is at frame t moving left) learns that much faster
-      with it. Not added to `is_image` examples.
+      temporal convolutions see relative positions only (absolute ones only through
+      zero padding at the clip's ends); this gives the network the frame index
+      directly. Not added to `is_image` examples.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
