@@ -65,17 +65,27 @@ def save(out_dir: str, params: Any, config: Any, *, dtype: str = "float16") -> s
   return target
 
 
+def kind(path: str) -> str | None:
+  """'export' or 'workdir' for a path holding stage weights, None otherwise."""
+  if os.path.isfile(os.path.join(path, PARAMS)):
+    return "export"
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return "workdir"
+  return None
+
+
 def load(path: str, key: str = "ema_params") -> tuple[Any, ml_collections.ConfigDict]:
   """(params as float32 numpy, stage config) from an export or a training workdir.
 
   `key` picks the parameters of a training workdir ('ema_params' or 'params').
   """
-  if os.path.isfile(os.path.join(path, PARAMS)):
+  found = kind(path)
+  if found == "export":
     with open(os.path.join(path, PARAMS), "rb") as f:
       params = flax.serialization.msgpack_restore(f.read())
     with open(os.path.join(path, CONFIG)) as f:
       config = json.load(f)
-  elif os.path.isdir(os.path.join(path, "checkpoints")):
+  elif found == "workdir":
     from videojax.train.checkpoint import Checkpointer
 
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30)

@@ -141,9 +141,11 @@ def _init_from(state: step_lib.TrainState, shardings: Any, path: str) -> step_li
   parameters and their EMA start at the source's (EMA) weights; the optimizer starts fresh.
   """
   source, _ = weights.load(path)
-  merged = inflation.inflate(source, jax.device_get(state.params))  # numpy: two copies below
-  return state.replace(params=jax.device_put(merged, shardings.params),
-                       ema_params=jax.device_put(merged, shardings.ema_params))
+  # Added layers keep each tree's own (sharded) buffers; copied ones go host -> shards.
+  return state.replace(
+      params=jax.device_put(inflation.inflate(source, state.params), shardings.params),
+      ema_params=jax.device_put(inflation.inflate(source, state.ema_params),
+                                shardings.ema_params))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -156,8 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The last logged metrics (loss, held-out losses, steps/s).
   """
   init_from = config.train.get("init_from", "")
-  if init_from and not (os.path.isfile(os.path.join(init_from, weights.PARAMS))
-                        or os.path.isdir(os.path.join(init_from, "checkpoints"))):
+  if init_from and weights.kind(init_from) is None:
     raise FileNotFoundError(f"train.init_from={init_from!r} holds no weights: give an exported "
                             f"stage directory ({weights.PARAMS}) or a training workdir "
                             "(checkpoints/), or '' to start from random weights.")
