@@ -21,7 +21,7 @@ B, T, H, W, L = 4, 4, 8, 8, 5
 def _config():
   c = ml_collections.ConfigDict()
   c.diffusion = ml_collections.ConfigDict(dict(parameterization="v", weighting="uniform",
-                                               min_snr_gamma=5.0))
+                                               min_snr_gamma=5.0, residual=False))
   c.train = ml_collections.ConfigDict(dict(ema_decay=0.9, cond_dropout=0.1, aug_max_level=0.3))
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=2, total_steps=100, end_lr_fraction=0.1,

@@ -55,7 +55,7 @@ class _Runner:
                                       logsnr_max=cfg.diffusion.logsnr_max)
     self.sampler = make_stage_sampler(
         self.model, schedule, cfg.diffusion.parameterization, stage.sample,
-        residual=cfg.diffusion.get("residual", False),
+        residual=cfg.diffusion.residual,
         cache_tag=repr((cfg.model.to_json(), cfg.diffusion.to_json(), stage.sample)))
     self.params = None
     self._seed = seed

@@ -122,7 +122,7 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
   train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
   """
   d, t = config.diffusion, config.train
-  residual = d.get("residual", False)
+  residual = d.residual
   check_residual(model, residual)
 
   def loss_fn(params, batch, key):

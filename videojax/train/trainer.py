@@ -64,7 +64,7 @@ def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
 def _eval_loss_fn(model, config):
   """Held-out loss at fixed noise levels (no dropout, no augmentation noise)."""
   d = config.diffusion
-  residual = d.get("residual", False)
+  residual = d.residual
 
   def eval_loss(params, batch, logsnr_value):
     x = step_lib.diffusion_target(model, batch, residual)
@@ -93,7 +93,7 @@ def _preview(config, model, schedule):
   """`preview(params, batch, step, writer)`: samples the first validation examples."""
   sampler = make_stage_sampler(model, schedule, config.diffusion.parameterization,
                                SampleSettings.from_config(config.sample),
-                               residual=config.diffusion.get("residual", False))
+                               residual=config.diffusion.residual)
   n = config.train.preview_count
 
   def preview(params, batch, step: int, writer: observe.Writer | None) -> str | None:
