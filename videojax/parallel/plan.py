@@ -24,6 +24,7 @@ activation footprint, not a TPU/GPU measurement; collectives inside loops count 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -216,7 +217,7 @@ def analytic_forward_flops(model: unet3d.UNet3D, params: Any, z_shape: tuple[int
   return int(total)
 
 
-def _cost(stage: Any) -> dict[str, float]:
+def xla_cost(stage: Any) -> dict[str, float]:
   """XLA's cost analysis (a dict, or a list of one dict in some jax versions)."""
   try:
     cost = stage.cost_analysis()
@@ -233,7 +234,7 @@ def _compiled_stats(lowered, compile_start: float, compile: bool = True) -> dict
   """
   if not compile:
     return {"compile_seconds": 0.0, "memory": {}, "flops_per_device": 0.0,
-            "flops_lowered": float(_cost(lowered).get("flops", 0.0)), "collectives": {}}
+            "flops_lowered": float(xla_cost(lowered).get("flops", 0.0)), "collectives": {}}
   compiled = lowered.compile()
   seconds = time.time() - compile_start
   mem = compiled.memory_analysis()
@@ -244,9 +245,69 @@ def _compiled_stats(lowered, compile_start: float, compile: bool = True) -> dict
     # live at the peak: inputs, outputs not aliased to (donated) inputs, temporaries
     memory["peak"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
   return {"compile_seconds": seconds, "memory": memory,
-          "flops_per_device": float(_cost(compiled).get("flops", 0.0)),
-          "flops_lowered": float(_cost(lowered).get("flops", 0.0)),
+          "flops_per_device": float(xla_cost(compiled).get("flops", 0.0)),
+          "flops_lowered": float(xla_cost(lowered).get("flops", 0.0)),
           "collectives": collective_traffic(compiled.as_text())}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """A stage's train step on a mesh, as the trainer builds it, with abstract inputs.
+
+  `step` is the jitted step (shardings from the logical axis rules, state donated);
+  lower it on (abstract_state, batch, key) inside `nn.logical_axis_rules(rules)` and
+  `jax.set_mesh(mesh)`. `init_state()` materialises a fresh state directly sharded.
+  """
+  model: unet3d.UNet3D
+  shapes: dict[str, tuple]  # train_shapes(config, batch_size)
+  params_shape: Any  # unboxed ShapeDtypeStructs of the parameters
+  abstract_state: Any  # TrainState of sharded ShapeDtypeStructs
+  state_shardings: Any
+  batch: dict[str, jax.ShapeDtypeStruct]  # sharded over the batch axes
+  key: jax.ShapeDtypeStruct
+  rules: tuple[tuple[str, Any], ...]
+  step: Any
+  init_state: Any
+
+
+def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int) -> TrainSetup:
+  """The trainer's recipe for `config`'s train step on `mesh`; nothing is allocated."""
+  rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
+                for name, axes in config.mesh.rules)
+  model = unet3d.from_config(config.model)
+  if model.attn_query_chunk < 0:  # plan what accelerators run, not the CPU's chunked loop
+    model = model.clone(attn_query_chunk=0)
+  schedule = diffusion.get_schedule(config.diffusion.schedule,
+                                    logsnr_min=config.diffusion.logsnr_min,
+                                    logsnr_max=config.diffusion.logsnr_max)
+  shapes = train_shapes(config, batch_size)
+
+  def init_params():  # batch 1: the parameters do not depend on it
+    one = {k: jnp.zeros((1,) + s[1:], dt) for k, (s, dt) in shapes.items()}
+    kwargs = {k: v for k, v in step_lib.model_inputs(one).items() if k != "is_image"}
+    if "cond_video" in kwargs:
+      kwargs["aug_logsnr"] = jnp.zeros((1,))
+    return model.init(jax.random.PRNGKey(0), one["video"], jnp.zeros((1,)), **kwargs)
+
+  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
+  optim = ml_collections.ConfigDict(config.optim.to_dict())
+  optim.total_steps = optim.total_steps or config.train.num_steps
+  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
+  boxed = jax.eval_shape(lambda: step_lib.init_state(init_params(), tx))
+  state_shardings = sharding.logical_shardings(boxed, mesh, rules)
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      nn.meta.unbox(boxed), state_shardings)
+  batch = _abstract(shapes, mesh)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
+  init_state = lambda: sharding.sharded_init(
+      lambda: step_lib.init_state(init_params(), tx), mesh, rules)[0]
+  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
+  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
+    step = jax.jit(train_step, in_shardings=(state_shardings, None, None),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+  return TrainSetup(model, shapes, params_shape, abstract_state, state_shardings, batch, key,
+                    rules, step, init_state)
 
 
 def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
@@ -302,34 +363,9 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
                      "frames.")
 
   mesh = sharding.make_mesh(shape, jax.devices()[:num_devices])
-  rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
-                for name, axes in config.mesh.rules)
-  model = unet3d.from_config(config.model)
-  if model.attn_query_chunk < 0:  # plan what accelerators run, not the CPU's chunked loop
-    model = model.clone(attn_query_chunk=0)
-  schedule = diffusion.get_schedule(config.diffusion.schedule,
-                                    logsnr_min=config.diffusion.logsnr_min,
-                                    logsnr_max=config.diffusion.logsnr_max)
-  shapes = train_shapes(config, batch_size)
-
-  def init_params():  # batch 1: the parameters do not depend on it
-    one = {k: jnp.zeros((1,) + s[1:], dt) for k, (s, dt) in shapes.items()}
-    kwargs = {k: v for k, v in step_lib.model_inputs(one).items() if k != "is_image"}
-    if "cond_video" in kwargs:
-      kwargs["aug_logsnr"] = jnp.zeros((1,))
-    return model.init(jax.random.PRNGKey(0), one["video"], jnp.zeros((1,)), **kwargs)
-
-  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
-  optim = ml_collections.ConfigDict(config.optim.to_dict())
-  optim.total_steps = optim.total_steps or config.train.num_steps
-  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
-  boxed = jax.eval_shape(lambda: step_lib.init_state(init_params(), tx))
-  state_shardings = sharding.logical_shardings(boxed, mesh, rules)
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      nn.meta.unbox(boxed), state_shardings)
-  batch = _abstract(shapes, mesh)
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
+  setup = train_setup(config, mesh, batch_size)
+  model, params_shape, shapes = setup.model, setup.params_shape, setup.shapes
+  abstract_state, state_shardings, batch = setup.abstract_state, setup.state_shardings, setup.batch
 
   result: dict[str, Any] = {
       "name": name, "devices": num_devices, "mesh": shape, "batch_size": batch_size,
@@ -345,12 +381,9 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
   result["analytic_train_flops"] = 3 * analytic_forward_flops(
       model, params_shape, shapes["video"][0], text_len)
 
-  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
-  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
+  with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     start = time.time()
-    lowered = jax.jit(train_step, in_shardings=(state_shardings, None, None),
-                      out_shardings=(state_shardings, None),
-                      donate_argnums=0).lower(abstract_state, batch, key)
+    lowered = setup.step.lower(abstract_state, batch, setup.key)
     result["train"] = _compiled_stats(lowered, start, compile)
     result["sampler"] = _plan_sampler(model, config, sample, batch_size, frame_chunk,
                                       abstract_state.ema_params, state_shardings.ema_params,
