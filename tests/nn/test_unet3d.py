@@ -132,6 +132,24 @@ def test_frame_positions_start_at_zero_change_videos_and_skip_images(base):
     model.apply(trained, jnp.concatenate([Z, Z], 1), LOGSNR, text=TEXT, text_mask=MASK)
 
 
+def test_frame_time_features_have_no_parameters_change_videos_and_skip_images(base):
+  """frame_time_scale adds fixed sin / cos features of the centred frame index: no
+  parameters (a trained model's variables fit as they are), a different prediction for
+  video examples, none for is_image examples; scale 0 is the model without it."""
+  _, _, params, apply = base
+  model = UNet3D(**{**TINY, "frame_time_scale": 0.5})
+  fresh = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
+                                            text_mask=MASK))
+  assert jax.tree.structure(nn.meta.unbox(fresh)) == jax.tree.structure(params)
+  is_image = jnp.array([True, False])
+  run = lambda m, **kw: m.apply(params, Z, LOGSNR, text=TEXT, text_mask=MASK,  # noqa: E731
+                                is_image=is_image, **kw)
+  out, ref = run(model), apply(params, Z, text=TEXT, text_mask=MASK, is_image=is_image)
+  np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
+  assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
+  np.testing.assert_allclose(run(model.clone(frame_time_scale=0.0)), ref, rtol=1e-5, atol=2e-5)
+
+
 def test_inflated_video_model_equals_image_model_frame_by_frame(base):
   video_model, video_variables, _, _ = base  # a fresh video model: real initialisation
   image_model = UNet3D(**image_config_of(TINY))

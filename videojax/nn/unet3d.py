@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from videojax.nn.conditioning import ConditioningEmbedding, upsample_video
 from videojax.nn.layers import (FiLM, TemporalConv, constrain_video, conv3d, group_norm,
-                                per_frame)
+                                per_frame, sinusoidal_embedding)
 
 Array = jax.Array
 
@@ -130,6 +130,14 @@ class UNet3D(nn.Module):
       temporal convolutions see relative positions only (absolute ones only through
       zero padding at the clip's ends); this gives the network the frame index
       directly. Not added to `is_image` examples.
+    frame_time_scale: 0 (default) or the amplitude of fixed (not learned) sin / cos
+      features of the centred frame index t - (T - 1) / 2, added after the stem with
+      the table above (also not to `is_image` examples; no parameters, so it can be
+      switched on for a trained model). Why fixed: moving_shapes is time-reversal
+      symmetric except for the caption's direction word, so a zero-initialised table
+      gets no consistent gradient until the network already combines the word with
+      the frame's place in time, and that combination gets none without a time signal;
+      the trained demo base learned left-vs-up but not left-vs-right this way.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
@@ -154,6 +162,7 @@ class UNet3D(nn.Module):
   cond: str = "none"
   cond_channels: int = 3
   frame_positions: int = 0
+  frame_time_scale: float = 0.0
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -271,11 +280,16 @@ class UNet3D(nn.Module):
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
         x.astype(self.dtype)))
-    if self.frame_positions:
-      table = self.param("frame_pos", nn.with_logical_partitioning(
-          nn.initializers.zeros, ("frames", "conv_out")),
-          (self.frame_positions, self.base_channels), self.param_dtype)
-      pos = jnp.asarray(table[:t], self.dtype)[None, :, None, None, :]  # [1, T, 1, 1, C]
+    if self.frame_positions or self.frame_time_scale:
+      pos = jnp.zeros((t, self.base_channels), jnp.float32)  # [T, C]
+      if self.frame_positions:
+        pos = pos + self.param("frame_pos", nn.with_logical_partitioning(
+            nn.initializers.zeros, ("frames", "conv_out")),
+            (self.frame_positions, self.base_channels), self.param_dtype)[:t]
+      if self.frame_time_scale:
+        pos = pos + self.frame_time_scale * sinusoidal_embedding(
+            jnp.arange(t) - (t - 1) / 2, self.base_channels, max_period=100.0)
+      pos = jnp.asarray(pos, self.dtype)[None, :, None, None, :]  # [1, T, 1, 1, C]
       if is_image is not None:
         pos = pos * (1 - jnp.asarray(is_image, self.dtype))[:, None, None, None, None]
       x = constrain_video(x + pos)
