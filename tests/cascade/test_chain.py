@@ -166,6 +166,13 @@ def test_weights_trained_otherwise_are_refused_before_sampling():
   with pytest.raises(ValueError, match=r"Stage 'ssr'.*trained with diffusion.residual=True "
                                        r"but its config says False"):
     cascade.sample_stage("ssr", [""], low)
+  # So is a U-Net field without parameters, which the weights' shapes cannot reveal.
+  c = S.load_config_file("configs/cascades/demo.py").to_dict()
+  c["stages"]["base"]["config"] = S.load_config_file(c["stages"]["base"]["config"])
+  c["stages"]["base"]["config"].model.frame_time_scale = 0.125
+  cascade = Cascade.load(ml_collections.ConfigDict(c))
+  with pytest.raises(ValueError, match=r"Stage 'base'.*trained with model.frame_time_scale="):
+    cascade.sample_stage("base", ["a red circle moving left on a black background"])
 
 
 def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatch):

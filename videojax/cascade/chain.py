@@ -16,6 +16,7 @@ augmentation level.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -38,6 +39,10 @@ from videojax.nn.conditioning import place_frames
 DEFAULT_CASCADE = os.path.join(ROOT, "configs", "cascades", "demo.py")
 
 __all__ = ["Cascade", "DEFAULT_CASCADE", "show"]
+
+# U-Net fields that change how a stage runs, not what it computes: they may differ
+# between training and sampling.
+_RUN_FIELDS = ("dtype", "param_dtype", "remat", "attn_query_chunk", "dropout")
 
 
 class _Runner:
@@ -62,15 +67,25 @@ class _Runner:
 
   def _check_trained_like(self, trained: ml_collections.ConfigDict) -> None:
     """The weights' training config must agree with the stage's on what the network
-    predicts: same parameterization, residual or not, schedule."""
+    predicts (parameterization, residual or not, schedule) and on how it computes it:
+    every U-Net field except how it runs (dtypes, remat, attention chunking, dropout).
+    Fields without parameters (e.g. `frame_time_scale`) would load silently otherwise."""
     want, got = self.stage.config.diffusion, trained.get("diffusion", {})
-    for key, default in (("parameterization", "v"), ("residual", False), ("schedule", "cosine")):
-      if want.get(key, default) != got.get(key, default):
+    pairs = [(f"diffusion.{key}", want.get(key, default), got.get(key, default))
+             for key, default in (("parameterization", "v"), ("residual", False),
+                                  ("schedule", "cosine"))]
+    want_m, got_m = self.stage.config.model, trained.get("model", {})
+    for f in dataclasses.fields(unet3d.UNet3D):
+      if f.name not in _RUN_FIELDS + ("parent", "name"):
+        norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+        pairs.append((f"model.{f.name}", norm(want_m.get(f.name, f.default)),
+                      norm(got_m.get(f.name, f.default))))
+    for key, w, g in pairs:
+      if w != g:
         raise ValueError(
             f"Stage {self.stage.name!r}: its weights ({self.stage.checkpoint}) were trained "
-            f"with diffusion.{key}={got.get(key, default)!r} but its config says "
-            f"{want.get(key, default)!r}; use the config they were trained with or "
-            "retrain / re-export the stage.")
+            f"with {key}={g!r} but its config says {w!r}; use the config they were trained "
+            "with or retrain / re-export the stage.")
 
   def load(self, example_cond: dict[str, Any], shape: tuple[int, ...]) -> None:
     if self.params is not None:
