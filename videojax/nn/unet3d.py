@@ -138,6 +138,9 @@ class UNet3D(nn.Module):
       gets no consistent gradient until the network already combines the word with
       the frame's place in time, and that combination gets none without a time signal;
       the trained demo base learned left-vs-up but not left-vs-right this way.
+      Measured: switched on (0.5) for that trained base and fine-tuned 1750 steps, it
+      did not make the base use the sign (README, direction); a run from scratch
+      with it is untried.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
