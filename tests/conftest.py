@@ -23,3 +23,14 @@ from videojax.runtime import enable_compilation_cache  # noqa: E402
 enable_compilation_cache(os.environ.get(
     "VIDEOJAX_TEST_JAX_CACHE",
     os.path.join(os.path.expanduser("~"), ".cache", "videojax", "jax_tests")))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `slow` run only when asked for (`-m slow`): the default run must stay
+  under CI's 10 minutes on 2 cores. They are reported as deselected, not as passed."""
+  if config.option.markexpr:
+    return
+  slow = [item for item in items if item.get_closest_marker("slow")]
+  if slow:
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if not item.get_closest_marker("slow")]
