@@ -75,9 +75,9 @@ class _Runner:
              for key, default in (("parameterization", "v"), ("residual", False),
                                   ("schedule", "cosine"))]
     want_m, got_m = self.stage.config.model, trained.get("model", {})
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731 (json: lists)
     for f in dataclasses.fields(unet3d.UNet3D):
       if f.name not in _RUN_FIELDS + ("parent", "name"):
-        norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
         pairs.append((f"model.{f.name}", norm(want_m.get(f.name, f.default)),
                       norm(got_m.get(f.name, f.default))))
     for key, w, g in pairs:
