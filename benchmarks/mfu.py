@@ -69,9 +69,7 @@ def measure(config, steps: int, repeats: int) -> dict:
   mesh = sharding.make_mesh({"data": len(devices)}, devices)
   batch_size = int(config.data.batch_size)
   setup = plan_lib.train_setup(config, mesh, batch_size)
-  text_len = config.text.max_len if setup.model.text_dim else 0
-  analytic = 3 * plan_lib.analytic_forward_flops(setup.model, setup.params_shape,
-                                                 setup.shapes["video"][0], text_len)
+  analytic = setup.analytic_train_flops()
   with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     start = time.perf_counter()
     compiled = setup.step.lower(setup.abstract_state, setup.batch, setup.key).compile()
@@ -97,7 +95,7 @@ def measure(config, steps: int, repeats: int) -> dict:
           "platform": devices[0].platform, "batch_size": batch_size,
           "video_shape": setup.shapes["video"][0], "dtype": config.model.dtype,
           "remat": config.model.remat,
-          "params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.params_shape)),
+          "params": setup.param_count,
           "analytic_flops": float(analytic), "xla_flops": xla,
           "compile_seconds": compile_seconds, "step_seconds": step, "all_seconds": times,
           "tflops_per_second": analytic / step / 1e12}

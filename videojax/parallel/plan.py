@@ -268,6 +268,16 @@ class TrainSetup:
   rules: tuple[tuple[str, Any], ...]
   step: Any
   init_state: Any
+  text_len: int  # text tokens per example (0: no text)
+
+  @property
+  def param_count(self) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(self.params_shape))
+
+  def analytic_train_flops(self) -> int:
+    """3x the forward pass's matmul FLOPs (`analytic_forward_flops`) on the batch."""
+    return 3 * analytic_forward_flops(self.model, self.params_shape, self.shapes["video"][0],
+                                      self.text_len)
 
 
 def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int) -> TrainSetup:
@@ -307,7 +317,7 @@ def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int) -> Tra
     step = jax.jit(train_step, in_shardings=(state_shardings, None, None),
                    out_shardings=(state_shardings, None), donate_argnums=0)
   return TrainSetup(model, shapes, params_shape, abstract_state, state_shardings, batch, key,
-                    rules, step, init_state)
+                    rules, step, init_state, config.text.max_len if model.text_dim else 0)
 
 
 def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
@@ -364,22 +374,20 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
 
   mesh = sharding.make_mesh(shape, jax.devices()[:num_devices])
   setup = train_setup(config, mesh, batch_size)
-  model, params_shape, shapes = setup.model, setup.params_shape, setup.shapes
+  model, shapes = setup.model, setup.shapes
   abstract_state, state_shardings, batch = setup.abstract_state, setup.state_shardings, setup.batch
 
   result: dict[str, Any] = {
       "name": name, "devices": num_devices, "mesh": shape, "batch_size": batch_size,
       "video_shape": shapes["video"][0], "compute_dtype": str(jnp.dtype(model.dtype)),
-      "param_count": sum(math.prod(x.shape) for x in jax.tree.leaves(params_shape)),
+      "param_count": setup.param_count,
       "per_device_bytes": {
           **{k: sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(
               lambda p, x, s: _shard_bytes(x, s, p), getattr(abstract_state, k),
               getattr(state_shardings, k)))) for k in ("params", "opt_state", "ema_params")},
           "batch": sum(_shard_bytes(x, x.sharding) for x in batch.values())},
   }
-  text_len = config.text.max_len if model.text_dim else 0
-  result["analytic_train_flops"] = 3 * analytic_forward_flops(
-      model, params_shape, shapes["video"][0], text_len)
+  result["analytic_train_flops"] = setup.analytic_train_flops()
 
   with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     start = time.time()
