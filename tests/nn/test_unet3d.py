@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import unet3d as unet_configs
-from videojax.nn.conditioning import place_frames
+from videojax.nn.conditioning import FrameConditioning, place_frames
 from videojax.nn.inflation import image_config_of, inflate
 from videojax.nn.unet3d import UNet3D, count_params
 from videojax.parallel import sharding
@@ -148,6 +148,48 @@ def test_frame_time_features_have_no_parameters_change_videos_and_skip_images(ba
   np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
   assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
   np.testing.assert_allclose(run(model.clone(frame_time_scale=0.0)), ref, rtol=1e-5, atol=2e-5)
+
+
+def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
+  """frame_conditioning makes the FiLM vector per frame: with its zero-initialised output
+  layer a trained model keeps its function exactly (so `train.init_from` can add it);
+  once trained it changes video examples and leaves is_image examples alone."""
+  _, _, params, apply = base
+  model = UNet3D(**{**TINY, "frame_conditioning": True})
+  added = _random_params(model, Z, LOGSNR, text=TEXT, text_mask=MASK)["params"]["frame_cond"]
+  assert set(added) == {"clip", "text", "text_pool", "time", "out"}
+  fresh_out = jax.tree.map(jnp.zeros_like, added["out"])  # its initialisation: zeros
+  with_new = {"params": {**params["params"], "frame_cond": {**added, "out": fresh_out}}}
+  is_image = jnp.array([True, False])
+  run = lambda p: model.apply(p, Z, LOGSNR, text=TEXT, text_mask=MASK,  # noqa: E731
+                              is_image=is_image)
+  ref = apply(params, Z, text=TEXT, text_mask=MASK, is_image=is_image)
+  np.testing.assert_allclose(run(with_new), ref, rtol=1e-5, atol=2e-5)
+  trained = {"params": {**params["params"], "frame_cond": added}}
+  out = run(trained)
+  np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
+  assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
+  with pytest.raises(ValueError, match="frame_conditioning needs a U-Net without temporal"):
+    UNet3D(**{**TINY, "frame_conditioning": True, "temporal_downsample": (True,)}).init(
+        jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK)
+
+
+def test_frame_conditioning_couples_text_and_time():
+  """What it is for: the effect of the caption on the embedding differs from frame to
+  frame (text x time), and reversing time does not undo it, so "left" and "right" can
+  ask for different things of frame 0 from the first step of training."""
+  fc = FrameConditioning(16)
+  emb = jax.random.normal(jax.random.PRNGKey(2), (B, 16))
+  args = (emb, T, TEXT, MASK)
+  variables = _perturbed(jax.eval_shape(lambda: fc.init(jax.random.PRNGKey(0), *args)))
+  other = TEXT.at[:, 1].multiply(-1.0)  # one token changed
+  diff = fc.apply(variables, emb, T, other, MASK) - fc.apply(variables, *args)  # [B, T, E]
+  assert diff.shape == (B, T, 16)
+  spread = jnp.abs(diff - diff.mean(axis=1, keepdims=True)).max()
+  assert float(spread) > 1e-2 * float(jnp.abs(diff).max())  # not the same for every frame
+  assert not np.allclose(diff, diff[:, ::-1], atol=1e-3)  # not time-reversal symmetric
+  out = fc.apply(variables, *args, is_image=jnp.array([True, False]))
+  np.testing.assert_array_equal(out[0], jnp.broadcast_to(emb[0], (T, 16)))
 
 
 def test_inflated_video_model_equals_image_model_frame_by_frame(base):

@@ -3,6 +3,8 @@
 - `ConditioningEmbedding`: noise level (log-SNR, sinusoidal + MLP) + attention-pooled
   text + the augmentation level of a conditioning video, summed into one vector that
   FiLM-modulates every residual block.
+- `FrameConditioning`: that vector made per frame by a function of the text and the
+  frame's place in time (for direction words; `UNet3D.frame_conditioning`).
 - `upsample_video`: an SSR stage's low-resolution input resized to the output size.
 - `place_frames`: a TSR / interpolation / extension stage's given frames placed on the
   output's frame grid, with a mask saying which frames are given.
@@ -19,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from videojax.nn.layers import NoiseLevelEmbedding, dense
+from videojax.nn.layers import NoiseLevelEmbedding, dense, sinusoidal_embedding
 
 Array = jax.Array
 
@@ -169,3 +171,41 @@ class ConditioningEmbedding(nn.Module):
     if self.use_aug_level:
       emb = emb + NoiseLevelEmbedding(self.dim, name="aug_level", **kw)(aug_logsnr)
     return emb
+
+
+class FrameConditioning(nn.Module):
+  """Per-frame conditioning [B, T, dim]: the clip's vector plus a function of (text, frame).
+
+  A text-to-video model must tell "moving left" from "moving right", which needs the
+  caption and each frame's place in time *together*: the training clips are the same
+  under time reversal except for that word. Through the clip-wide embedding alone the
+  network can only learn it as a product of two features that are both zero at the
+  start (a saddle the demo base never left). Here an MLP of [clip embedding, its own
+  attention pool of the text, sin / cos of the centred frame index] is computed per
+  frame and added to the embedding every FiLM reads, so the product exists from
+  initialisation; its output layer is zero-initialised, so adding this to a trained
+  model leaves its function unchanged at first. Examples flagged `is_image` get the
+  clip embedding only.
+  """
+
+  dim: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, emb: Array, num_frames: int, text: Array | None = None,
+               text_mask: Array | None = None, is_image: Array | None = None) -> Array:
+    """emb [B, dim] -> [B, T, dim]; `text` [B, L, D] with its mask, or None."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    clip = dense(self.dim, ("embed", "mlp"), name="clip", **kw)(nn.silu(emb))  # [B, H]
+    if text is not None:
+      clip = clip + dense(self.dim, ("embed", "mlp"), name="text", **kw)(
+          AttentionPool(self.dim, name="text_pool", **kw)(text, text_mask))
+    frames = jnp.arange(num_frames) - (num_frames - 1) / 2
+    time = dense(self.dim, ("embed", "mlp"), name="time", **kw)(
+        sinusoidal_embedding(frames, self.dim, max_period=100.0))  # [T, H]
+    h = nn.silu(clip[:, None, :] + time[None])  # [B, T, H]
+    delta = dense(self.dim, ("mlp", "embed"), zero_init=True, name="out", **kw)(h)
+    if is_image is not None:
+      delta = delta * (1 - jnp.asarray(is_image, delta.dtype))[:, None, None]
+    return emb[:, None, :] + delta

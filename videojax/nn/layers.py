@@ -197,17 +197,21 @@ class TemporalConv(nn.Module):
 class FiLM(nn.Module):
   """Feature-wise scale and shift from a conditioning vector: h * (1 + s) + b.
 
-  Zero-initialised, so it starts as the identity.
+  The vector is [B, E] (one per example) or [B, T, E] (one per frame of a video
+  h [B, T, H, W, C]). Zero-initialised, so it starts as the identity.
   """
 
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, h: Array, emb: Array) -> Array:  # [B, ...,  C], [B, E]
+  def __call__(self, h: Array, emb: Array) -> Array:  # [B, ..., C], [B, E] or [B, T, E]
     c = h.shape[-1]
+    if emb.ndim == 3 and emb.shape[:2] != h.shape[:2]:
+      raise ValueError(f"Per-frame conditioning {emb.shape} does not match the video's "
+                       f"[B, T] = {h.shape[:2]}.")
     ss = dense(2 * c, ("embed", "mlp"), zero_init=True, dtype=self.dtype,
-               param_dtype=self.param_dtype)(nn.silu(emb))  # [B, 2C]
-    ss = ss.reshape((ss.shape[0],) + (1,) * (h.ndim - 2) + (2 * c,))
+               param_dtype=self.param_dtype)(nn.silu(emb))  # [B, (T,) 2C]
+    ss = ss.reshape(ss.shape[:-1] + (1,) * (h.ndim - ss.ndim) + (2 * c,))
     scale, shift = jnp.split(ss, 2, axis=-1)
     return h * (1.0 + scale) + shift

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
-from videojax.nn.conditioning import ConditioningEmbedding, upsample_video
+from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
+                                      upsample_video)
 from videojax.nn.layers import (FiLM, TemporalConv, constrain_video, conv3d, group_norm,
                                 per_frame, sinusoidal_embedding)
 
@@ -141,6 +142,11 @@ class UNet3D(nn.Module):
       Measured: switched on (0.5) for that trained base and fine-tuned 1750 steps, it
       did not make the base use the sign (README, direction); a run from scratch
       with it is untried.
+    frame_conditioning: make the FiLM conditioning vector per frame with
+      `FrameConditioning` (an MLP of the clip embedding, the text and the frame's place
+      in time; output zero-initialised, so it can be added to a trained model with
+      `train.init_from` without changing its function at first). Needs no temporal
+      down-sampling.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
@@ -166,6 +172,7 @@ class UNet3D(nn.Module):
   cond_channels: int = 3
   frame_positions: int = 0
   frame_time_scale: float = 0.0
+  frame_conditioning: bool = False
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -219,6 +226,9 @@ class UNet3D(nn.Module):
     if self.frame_positions and t > self.frame_positions:
       raise ValueError(f"This U-Net has frame-position embeddings for at most "
                        f"{self.frame_positions} frames (frame_positions), got T = {t}.")
+    if self.frame_conditioning and any(self.temporal_downsample):
+      raise ValueError("frame_conditioning needs a U-Net without temporal down-sampling "
+                       "(its per-frame embedding is made for the input's T frames).")
     if self.causal_temporal and any(self.temporal_downsample):
       raise ValueError("causal_temporal needs a U-Net without temporal down-sampling "
                        "(a strided temporal conv would let frame i see frame i + 1).")
@@ -258,6 +268,9 @@ class UNet3D(nn.Module):
     emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
                                 use_aug_level=self.cond != "none", name="cond_emb", **kw)(
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
+    if self.frame_conditioning:
+      emb = FrameConditioning(emb_dim, name="frame_cond", **kw)(
+          emb, t, text if self.text_dim else None, text_mask, is_image)  # [B, T, E]
     x = z
     if self.cond == "ssr":
       x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
