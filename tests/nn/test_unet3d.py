@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import unet3d as unet_configs
-from videojax.nn.conditioning import FrameConditioning, place_frames
+from videojax.nn.conditioning import FrameConditioning, coordinate_features, place_frames
 from videojax.nn.inflation import image_config_of, inflate
 from videojax.nn.unet3d import UNet3D, count_params
 from videojax.parallel import sharding
@@ -155,11 +155,11 @@ def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
   layer a trained model keeps its function exactly (so `train.init_from` can add it);
   once trained it changes video examples and leaves is_image examples alone."""
   _, _, params, apply = base
-  model = UNet3D(**{**TINY, "frame_conditioning": True})
+  model = UNet3D(**{**TINY, "frame_conditioning": True, "frame_field": True})
   added = _random_params(model, Z, LOGSNR, text=TEXT, text_mask=MASK)["params"]["frame_cond"]
-  assert set(added) == {"clip", "text", "text_pool", "time", "out"}
-  fresh_out = jax.tree.map(jnp.zeros_like, added["out"])  # its initialisation: zeros
-  with_new = {"params": {**params["params"], "frame_cond": {**added, "out": fresh_out}}}
+  assert set(added) == {"clip", "text", "text_pool", "time", "out", "field"}
+  zeros = {k: jax.tree.map(jnp.zeros_like, added[k]) for k in ("out", "field")}  # their init
+  with_new = {"params": {**params["params"], "frame_cond": {**added, **zeros}}}
   is_image = jnp.array([True, False])
   run = lambda p: model.apply(p, Z, LOGSNR, text=TEXT, text_mask=MASK,  # noqa: E731
                               is_image=is_image)
@@ -169,27 +169,50 @@ def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
   out = run(trained)
   np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
   assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
+  for only in ("out", "field"):  # each output alone changes the video example
+    one = {"params": {**params["params"], "frame_cond": {**added, **zeros, only: added[only]}}}
+    assert not np.allclose(run(one)[1], ref[1], atol=1e-2)
+  with pytest.raises(ValueError, match="frame_field is part of frame_conditioning"):
+    UNet3D(**{**TINY, "frame_field": True}).init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
+                                                 text_mask=MASK)
   with pytest.raises(ValueError, match="frame_conditioning needs a U-Net without temporal"):
     UNet3D(**{**TINY, "frame_conditioning": True, "temporal_downsample": (True,)}).init(
         jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK)
 
 
-def test_frame_conditioning_couples_text_and_time():
-  """What it is for: the effect of the caption on the embedding differs from frame to
-  frame (text x time), and reversing time does not undo it, so "left" and "right" can
-  ask for different things of frame 0 from the first step of training."""
-  fc = FrameConditioning(16)
+def test_frame_conditioning_couples_text_time_and_place():
+  """What it is for: the effect of the caption differs from frame to frame (text x time)
+  and, in the map, from place to place (x space), and reversing time does not undo it,
+  so "left" and "right" can ask for different things of frame 0 from the first step."""
+  fc = FrameConditioning(16, field_channels=3)
   emb = jax.random.normal(jax.random.PRNGKey(2), (B, 16))
   args = (emb, T, TEXT, MASK)
-  variables = _perturbed(jax.eval_shape(lambda: fc.init(jax.random.PRNGKey(0), *args)))
+  size = (H, W)
+  variables = _perturbed(jax.eval_shape(lambda: fc.init(jax.random.PRNGKey(0), *args,
+                                                        size=size)))
   other = TEXT.at[:, 1].multiply(-1.0)  # one token changed
-  diff = fc.apply(variables, emb, T, other, MASK) - fc.apply(variables, *args)  # [B, T, E]
-  assert diff.shape == (B, T, 16)
-  spread = jnp.abs(diff - diff.mean(axis=1, keepdims=True)).max()
-  assert float(spread) > 1e-2 * float(jnp.abs(diff).max())  # not the same for every frame
-  assert not np.allclose(diff, diff[:, ::-1], atol=1e-3)  # not time-reversal symmetric
-  out = fc.apply(variables, *args, is_image=jnp.array([True, False]))
-  np.testing.assert_array_equal(out[0], jnp.broadcast_to(emb[0], (T, 16)))
+  (e0, f0), (e1, f1) = (fc.apply(variables, emb, T, t, MASK, size=size) for t in (TEXT, other))
+  assert e0.shape == (B, T, 16) and f0.shape == (B, T, H, W, 3)
+  for diff in (e1 - e0, f1 - f0):  # [B, T, ...]
+    spread = jnp.abs(diff - diff.mean(axis=1, keepdims=True)).max()
+    assert float(spread) > 1e-2 * float(jnp.abs(diff).max())  # not the same for every frame
+    assert not np.allclose(diff, diff[:, ::-1], atol=1e-3)  # not time-reversal symmetric
+  dmap = f1 - f0
+  assert not np.allclose(dmap, dmap[:, :, :, ::-1], atol=1e-3)  # left half != right half
+  e, f = fc.apply(variables, *args, is_image=jnp.array([True, False]), size=size)
+  np.testing.assert_array_equal(e[0], jnp.broadcast_to(emb[0], (T, 16)))
+  np.testing.assert_array_equal(f[0], 0.0)
+  with pytest.raises(ValueError, match="needs the map's size"):
+    fc.apply(variables, *args)
+
+
+def test_coordinate_features_are_scaled_to_the_frame():
+  a, b = coordinate_features(8, 8), coordinate_features(16, 16)
+  assert a.shape == (8, 8, 12)
+  np.testing.assert_allclose(a[0, 0], b[0, 0], atol=1e-6)  # the same corner at any size
+  np.testing.assert_allclose(a[-1, -1], b[-1, -1], atol=1e-6)
+  np.testing.assert_allclose(a[:, 0, 0], -a[::-1, 0, 0], atol=1e-6)  # sin(pi y / 2): odd in y
+  assert np.all(np.diff(a[:, 0, 0]) > 0)  # and increasing down the frame
 
 
 def test_inflated_video_model_equals_image_model_frame_by_frame(base):

@@ -147,6 +147,9 @@ class UNet3D(nn.Module):
       in time; output zero-initialised, so it can be added to a trained model with
       `train.init_from` without changing its function at first). Needs no temporal
       down-sampling.
+    frame_field: with frame_conditioning, the same MLP also gives a per-frame map over
+      the frame's coordinates added after the stem (zero at init): what lets the caption
+      place the object differently in early and late frames (see FrameConditioning).
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
@@ -173,6 +176,7 @@ class UNet3D(nn.Module):
   frame_positions: int = 0
   frame_time_scale: float = 0.0
   frame_conditioning: bool = False
+  frame_field: bool = False
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -226,6 +230,8 @@ class UNet3D(nn.Module):
     if self.frame_positions and t > self.frame_positions:
       raise ValueError(f"This U-Net has frame-position embeddings for at most "
                        f"{self.frame_positions} frames (frame_positions), got T = {t}.")
+    if self.frame_field and not self.frame_conditioning:
+      raise ValueError("frame_field is part of frame_conditioning: set both.")
     if self.frame_conditioning and any(self.temporal_downsample):
       raise ValueError("frame_conditioning needs a U-Net without temporal down-sampling "
                        "(its per-frame embedding is made for the input's T frames).")
@@ -268,9 +274,12 @@ class UNet3D(nn.Module):
     emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
                                 use_aug_level=self.cond != "none", name="cond_emb", **kw)(
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
+    field = None
     if self.frame_conditioning:
-      emb = FrameConditioning(emb_dim, name="frame_cond", **kw)(
-          emb, t, text if self.text_dim else None, text_mask, is_image)  # [B, T, E]
+      emb, field = FrameConditioning(
+          emb_dim, self.base_channels if self.frame_field else 0, name="frame_cond", **kw)(
+              emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
+      # emb [B, T, E]; field [B, T, H, W, base_channels] or None
     x = z
     if self.cond == "ssr":
       x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
@@ -296,6 +305,8 @@ class UNet3D(nn.Module):
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
         x.astype(self.dtype)))
+    if field is not None:
+      x = constrain_video(x + field.astype(x.dtype))
     if self.frame_positions or self.frame_time_scale:
       pos = jnp.zeros((t, self.base_channels), jnp.float32)  # [T, C]
       if self.frame_positions:
