@@ -199,8 +199,9 @@ class FrameConditioning(nn.Module):
     - a per-frame conditioning vector [B, T, dim] (the clip's vector plus a delta),
       which every FiLM reads, and
     - with `field_channels`, a per-frame map [B, T, H, W, field_channels] over the
-      frame's coordinates (`coordinate_features`), added after the stem: the
-      caption can say "early frames: the object on the right".
+      frame's coordinates (`coordinate_features`), which the U-Net adds to the
+      features its output conv reads: the caption can say "early frames: the object
+      on the right".
   Both output layers are zero-initialised (a trained model keeps its function when this
   is added) while the rest is not, so the gradient of either output is first order
   from the first step. Examples flagged `is_image` get the clip embedding and no map.
