@@ -157,7 +157,7 @@ def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
   _, _, params, apply = base
   model = UNet3D(**{**TINY, "frame_conditioning": True, "frame_field": True})
   added = _random_params(model, Z, LOGSNR, text=TEXT, text_mask=MASK)["params"]["frame_cond"]
-  assert set(added) == {"clip", "text", "text_pool", "time", "out", "field"}
+  assert set(added) == {"clip", "text_norm", "tokens", "text", "time", "out", "field"}
   zeros = {k: jax.tree.map(jnp.zeros_like, added[k]) for k in ("out", "field")}  # their init
   with_new = {"params": {**params["params"], "frame_cond": {**added, **zeros}}}
   is_image = jnp.array([True, False])

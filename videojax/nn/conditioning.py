@@ -194,8 +194,8 @@ class FrameConditioning(nn.Module):
   clip-wide embedding alone, and with convolutions that cannot say where in the frame
   they are, the network can only learn this as a product of features that are all zero
   at the start (a saddle the demo base never left: its x0 prediction was the same with
-  "left" and "right" to 0.3%). Here one MLP of [clip embedding, its own attention pool
-  of the text, sin / cos of the centred frame index] is computed per frame, and gives
+  "left" and "right" to 0.3%). Here one MLP of [clip embedding, the text, sin / cos of
+  the centred frame index] is computed per frame, and gives
     - a per-frame conditioning vector [B, T, dim] (the clip's vector plus a delta),
       which every FiLM reads, and
     - with `field_channels`, a per-frame map [B, T, H, W, field_channels] over the
@@ -205,6 +205,14 @@ class FrameConditioning(nn.Module):
   Both output layers are zero-initialised (a trained model keeps its function when this
   is added) while the rest is not, so the gradient of either output is first order
   from the first step. Examples flagged `is_image` get the clip embedding and no map.
+
+  The text enters as the max over tokens of a per-token projection (after LayerNorm),
+  not as an attention-pooled average: captions that differ in one word ("left" /
+  "right") have nearly the same average (MiniLM: 6% apart after attention pooling, 9%
+  in the MLP's hidden layer), and the map could not learn the direction from that
+  (fitted alone on 384 clips at log-SNR -6 with the network frozen, 400 full-batch
+  steps: caption-swap x0 MSE ratio 1.000 with attention pooling, 1.028 with the max,
+  1.30 with a one-hot direction token as the text).
   """
 
   dim: int
@@ -221,9 +229,15 @@ class FrameConditioning(nn.Module):
     `text` [B, L, D] with its mask, or None; `size` (H, W) of the map."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     clip = dense(self.dim, ("embed", "mlp"), name="clip", **kw)(nn.silu(emb))  # [B, H]
-    if text is not None:
-      clip = clip + dense(self.dim, ("embed", "mlp"), name="text", **kw)(
-          AttentionPool(self.dim, name="text_pool", **kw)(text, text_mask))
+    if text is not None:  # max over tokens of a per-token projection (see the docstring)
+      norm = nn.LayerNorm(name="text_norm", scale_init=nn.with_logical_partitioning(
+          nn.initializers.ones_init(), ("embed",)), bias_init=nn.with_logical_partitioning(
+              nn.initializers.zeros_init(), ("embed",)), **kw)
+      tok = dense(self.dim, ("embed", "mlp"), name="tokens", **kw)(norm(text))  # [B, L, H]
+      valid = jnp.asarray(text_mask, bool)[..., None]
+      pooled = jnp.where(valid, tok, -jnp.inf).max(axis=1)
+      pooled = jnp.where(valid.any(axis=1), pooled, 0.0)  # no token -> zero
+      clip = clip + dense(self.dim, ("embed", "mlp"), name="text", **kw)(pooled)
     frames = jnp.arange(num_frames) - (num_frames - 1) / 2
     time = dense(self.dim, ("embed", "mlp"), name="time", **kw)(
         sinusoidal_embedding(frames, self.dim, max_period=100.0))  # [T, H]
