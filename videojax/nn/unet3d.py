@@ -152,8 +152,9 @@ class UNet3D(nn.Module):
       init): what lets the caption place the object differently in early and late
       frames (see FrameConditioning). It sits at the output rather than after the stem
       because at high noise, where that placement is decided, the network's output
-      hardly depends on its input: a map at the stem got no useful gradient (measured:
-      250 steps, caption-swap ratio unchanged).
+      hardly depends on its input, so a map at the stem gets little gradient; at the
+      output, fitted alone with the network frozen, it learns the direction prior
+      (benchmarks/results/direction_sign.md). Not yet shown in a full training run.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
