@@ -47,7 +47,10 @@ def swap_direction(caption: str, table: dict[str, str]) -> str:
 
 
 def stage_clips(config, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
-  """Validation clips as the base stage trains on them: float [-1, 1] [n, T, H, W, 3]."""
+  """Validation clips as the base stage trains on them: float [-1, 1] [n, T, H, W, 3].
+
+  Rendered at twice the stage's size and box-downsampled, as the demo base's source
+  (moving_shapes 'base', 32x32) is; every `frame_stride`-th frame."""
   d = config.data
   stride = int(d.frame_stride)
   clips, captions = moving_shapes_clips("validation", n, int(d.frames) * stride,

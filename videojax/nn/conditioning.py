@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from videojax.nn.layers import NoiseLevelEmbedding, dense, sinusoidal_embedding
+from videojax.nn.layers import NoiseLevelEmbedding, dense, frame_time_features
 
 Array = jax.Array
 
@@ -238,9 +238,8 @@ class FrameConditioning(nn.Module):
       pooled = jnp.where(valid, tok, -jnp.inf).max(axis=1)
       pooled = jnp.where(valid.any(axis=1), pooled, 0.0)  # no token -> zero
       clip = clip + dense(self.dim, ("embed", "mlp"), name="text", **kw)(pooled)
-    frames = jnp.arange(num_frames) - (num_frames - 1) / 2
     time = dense(self.dim, ("embed", "mlp"), name="time", **kw)(
-        sinusoidal_embedding(frames, self.dim, max_period=100.0))  # [T, H]
+        frame_time_features(num_frames, self.dim))  # [T, H]
     h = nn.silu(clip[:, None, :] + time[None])  # [B, T, H]
     keep = None if is_image is None else (1 - jnp.asarray(is_image, h.dtype))[:, None, None]
     delta = dense(self.dim, ("mlp", "embed"), zero_init=True, name="out", **kw)(h)

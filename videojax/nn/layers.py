@@ -37,6 +37,13 @@ def sinusoidal_embedding(x: Array, dim: int, max_period: float = 10_000.0) -> Ar
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
+def frame_time_features(num_frames: int, dim: int) -> Array:
+  """sin / cos features [T, dim] of the centred frame index t - (T - 1) / 2: the same for
+  frame t counted from either end up to sign, so neither end of a clip is special."""
+  return sinusoidal_embedding(jnp.arange(num_frames) - (num_frames - 1) / 2, dim,
+                              max_period=100.0)
+
+
 def dense(features: int, axes: tuple[str, str], *, zero_init: bool = False,
           dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None) -> nn.Dense:
   """nn.Dense whose kernel carries logical axis names `axes` (input, output)."""

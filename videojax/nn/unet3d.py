@@ -32,7 +32,7 @@ from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAtte
 from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
                                       upsample_video)
 from videojax.nn.layers import (FiLM, TemporalConv, constrain_video, conv3d, group_norm,
-                                per_frame, sinusoidal_embedding)
+                                frame_time_features, per_frame)
 
 Array = jax.Array
 
@@ -285,7 +285,7 @@ class UNet3D(nn.Module):
           emb_dim, self.base_channels * self.channel_mult[0] if self.frame_field else 0,
           name="frame_cond", **kw)(
               emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
-      # emb [B, T, E]; field [B, T, H, W, base_channels] or None
+      # emb [B, T, E]; field [B, T, H, W, level-0 width] or None
     x = z
     if self.cond == "ssr":
       x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
@@ -318,8 +318,7 @@ class UNet3D(nn.Module):
             nn.initializers.zeros, ("frames", "conv_out")),
             (self.frame_positions, self.base_channels), self.param_dtype)[:t]
       if self.frame_time_scale:
-        pos = pos + self.frame_time_scale * sinusoidal_embedding(
-            jnp.arange(t) - (t - 1) / 2, self.base_channels, max_period=100.0)
+        pos = pos + self.frame_time_scale * frame_time_features(t, self.base_channels)
       pos = jnp.asarray(pos, self.dtype)[None, :, None, None, :]  # [1, T, 1, 1, C]
       if is_image is not None:
         pos = pos * (1 - jnp.asarray(is_image, self.dtype))[:, None, None, None, None]
