@@ -70,6 +70,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.diffusion.parameterization = "v"  # network output: 'eps', 'x0' or 'v'
   c.diffusion.weighting = "uniform"  # loss weighting
   c.diffusion.min_snr_gamma = 5.0  # for 'min_snr'
+  c.diffusion.train_logsnr_shift = 0.0  # training only: log-SNR shift of the noise levels
   c.diffusion.residual = False  # sr stages: diffuse video - (bicubic / frame-blended) input
 
   c.train = ml_collections.ConfigDict()

@@ -116,6 +116,25 @@ def test_sample_logsnr_low_discrepancy_is_stratified():
   assert np.all((logsnr >= -20.0) & (logsnr <= 20.0))
 
 
+def test_shifted_training_levels_move_the_median_and_keep_the_range():
+  base = S.get_schedule("cosine")
+  sched = S.shifted(base, -4.0)
+  assert float(sched(0.0)) == pytest.approx(20.0, abs=1e-3)
+  assert float(sched(1.0)) == pytest.approx(-20.0, abs=1e-3)
+  # cosine's log-SNR is 0 at mid-time, so the shifted one is -4 there
+  assert float(sched(0.5)) == pytest.approx(-4.0, abs=1e-2)
+  logsnr = np.asarray(S.sample_logsnr(jax.random.PRNGKey(0), 1024, sched))
+  below = lambda ls: float(np.mean(ls < -4.0))  # noqa: E731
+  assert below(logsnr) == pytest.approx(0.5, abs=2e-3)
+  # unshifted: t > 2 / pi * atan(e^2) = 0.914 of the times
+  base_ls = np.asarray(S.sample_logsnr(jax.random.PRNGKey(0), 1024, base))
+  assert below(base_ls) == pytest.approx(1 - 2 / math.pi * math.atan(math.exp(2)), abs=2e-3)
+  # shifts add up
+  assert float(S.shifted(sched, 1.5)(0.5)) == pytest.approx(-2.5, abs=1e-2)
+  with pytest.raises(ValueError, match="log-SNR shift needs a 'cosine'.*train_logsnr_shift=0"):
+    S.shifted(S.get_schedule("linear"), -4.0)
+
+
 def test_bad_schedule_inputs():
   with pytest.raises(ValueError, match=r"Unknown schedule 'sigmoid'.*cosine"):
     S.get_schedule("sigmoid")

@@ -81,6 +81,15 @@ def test_residual_refused_for_a_base_stage():
     S.make_train_step(from_config(config.model), diffusion.get_schedule("cosine"), tx, config)
 
 
+def test_train_logsnr_shift_refused_for_a_linear_schedule():
+  config = importlib.import_module("configs.base").get_config("tiny")
+  config.diffusion.train_logsnr_shift = -4.0
+  config.optim.total_steps = 100
+  tx, _ = S.make_optimizer(config.optim)
+  with pytest.raises(ValueError, match="log-SNR shift needs a 'cosine'"):
+    S.make_train_step(from_config(config.model), diffusion.get_schedule("linear"), tx, config)
+
+
 class _ZeroX0(nn.Module):
   """Predicts x0 = 0 whatever it is given (an 'ssr' or 'tsr' stage, for the sampler)."""
   cond: str = "ssr"

@@ -118,18 +118,22 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
                     lr_fn: Callable[[Array], Array] | None = None):
   """The pure step of one stage. `config` needs `diffusion` and `train` sections.
 
-  diffusion: parameterization, weighting, min_snr_gamma, residual.
+  diffusion: parameterization, weighting, min_snr_gamma, residual, train_logsnr_shift
+    (optional: training noise levels from the schedule shifted by this; see
+    `diffusion.shifted`).
   train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
   """
   d, t = config.diffusion, config.train
   residual = d.residual
   check_residual(model, residual)
+  shift = d.get("train_logsnr_shift", 0.0)  # absent in configs saved before it existed
+  noise_levels = diffusion.shifted(schedule, shift) if shift else schedule
 
   def loss_fn(params, batch, key):
     x = diffusion_target(model, batch, residual)  # [B, T, H, W, C]
     b = x.shape[0]
     k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
-    logsnr = diffusion.sample_logsnr(k_t, b, schedule)
+    logsnr = diffusion.sample_logsnr(k_t, b, noise_levels)
     eps = jax.random.normal(k_eps, x.shape, jnp.float32)
     z = diffusion.diffuse(x, eps, logsnr)
     kwargs = model_inputs(batch)
