@@ -96,6 +96,34 @@ def test_ddim_trajectory_closed_form_for_point_mass():
   np.testing.assert_allclose(traj[:-1], want, atol=1e-5)
 
 
+def test_truncated_start_trajectory_and_full_range_equivalence():
+  # start_logsnr: z starts as sigma_start * noise (x = 0 diffused) and the grid spans
+  # [start, max] of the same curve; the point mass is still returned exactly, along
+  # DDIM's closed-form path. Starting at the schedule's own minimum is the default run.
+  point = jnp.array([0.5, -0.5])
+  noise = jax.random.normal(jax.random.PRNGKey(3), (3, 2))
+  sched = S.get_schedule("cosine")
+  den = point_mass_denoiser(point, "eps")
+  x, traj = SM.sample(den, noise, schedule=sched, num_steps=5, parameterization="eps",
+                      return_trajectory=True, start_logsnr=-2.0)
+  a0, s0 = S.alpha_sigma(jnp.float32(-2.0))
+  np.testing.assert_allclose(traj[0], s0 * noise, rtol=1e-6)
+  np.testing.assert_allclose(x, jnp.broadcast_to(point, x.shape), atol=1e-5)
+  grid = S.step_grid(S.get_schedule("cosine", logsnr_min=-2.0), 5)
+  np.testing.assert_allclose(grid[0], -2.0, atol=1e-4)
+  a, s = S.alpha_sigma(grid[:-1])
+  eps0 = (traj[0] - a0 * point) / s0
+  np.testing.assert_allclose(traj[:-1], a[:, None, None] * point + s[:, None, None] * eps0,
+                             atol=1e-5)
+  gauss = gaussian_denoiser("v")
+  full = SM.sample(gauss, jnp.ones((2, 4)), schedule=sched, num_steps=4)
+  same = SM.sample(gauss, jnp.ones((2, 4)), schedule=sched, num_steps=4, start_logsnr=-20.0)
+  np.testing.assert_allclose(same, full, atol=1e-5)
+  for bad in (-25.0, 20.0):
+    with pytest.raises(ValueError, match=r"start_logsnr must lie in the schedule's range"):
+      SM.sample(gauss, jnp.ones((2, 4)), schedule=sched, num_steps=4, start_logsnr=bad)
+
+
 def test_jit_and_vmap_agree_with_eager():
   sched = S.get_schedule("cosine")
   run = functools.partial(SM.sample, gaussian_denoiser("v"), schedule=sched, sampler="ddpm",

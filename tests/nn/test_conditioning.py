@@ -125,3 +125,33 @@ def test_residual_sampler_returns_reference_plus_difference(kind):
     np.testing.assert_allclose(out, want, atol=1e-5)
   with pytest.raises(ValueError, match="diffusion.residual needs"):
     make_stage_sampler(_ZeroX0(cond=None), schedule, "x0", settings, residual=True)
+
+
+class _ConstV(nn.Module):
+  """Predicts v = 1 everywhere: a network that is wrong at every noise level."""
+  cond: str = "ssr"
+
+  @nn.compact
+  def __call__(self, z, logsnr, **kw):
+    return jnp.ones_like(z) * self.param("scale", nn.initializers.ones, ())
+
+
+def test_truncated_start_refines_the_reference_of_a_residual_stage():
+  # Started near the clean end from reference + small noise, even a network that is
+  # wrong everywhere changes the reference by at most ~sigma_start (v-prediction:
+  # x0 = alpha z - sigma v); from pure noise it moves far from it.
+  model, schedule = _ConstV(), diffusion.get_schedule("cosine")
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-0.8, maxval=0.8)
+  ref = C.upsample_video(low, 8, 8, method="bicubic")
+  gap = {}
+  for start in (None, 12.0):
+    settings = SampleSettings(num_steps=3, guidance_scale=1.0, threshold="none",
+                              start_logsnr=start)
+    sampler = make_stage_sampler(model, schedule, "v", settings, residual=True)
+    out = sampler(params, (2, 4, 8, 8, 3), {"cond_video": low}, jax.random.PRNGKey(2))
+    gap[start] = float(jnp.max(jnp.abs(out - jnp.clip(ref, -1, 1))))
+  sigma = float(diffusion.alpha_sigma(jnp.float32(12.0))[1])  # 0.0025
+  assert gap[12.0] < 8 * sigma and gap[None] > 0.3
+  with pytest.raises(ValueError, match="start_logsnr .* needs a residual stage"):
+    make_stage_sampler(model, schedule, "v", SampleSettings(start_logsnr=2.0), residual=False)

@@ -38,6 +38,9 @@ class SampleSettings:
     threshold: x0 clipping: 'none', 'static' or 'dynamic'.
     percentile: the dynamic-thresholding percentile.
     aug_level: conditioning-augmentation level in [0, 1] of the conditioning video.
+    start_logsnr: residual SR stages only: None to sample from pure noise, or the
+      log-SNR at which sampling starts from the reference plus noise (truncated,
+      SDEdit-style; see `diffusion.sample`).
   """
 
   sampler: str = "ddim"
@@ -46,6 +49,7 @@ class SampleSettings:
   threshold: str = "dynamic"
   percentile: float = 0.995
   aug_level: float = 0.0
+  start_logsnr: float | None = None
 
   @classmethod
   def from_config(cls, c: Mapping[str, Any]) -> "SampleSettings":
@@ -86,6 +90,9 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   """
   x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
   check_residual(model, residual)
+  if settings.start_logsnr is not None and not residual:
+    raise ValueError("sample.start_logsnr starts from the stage's reference plus noise, so it "
+                     "needs a residual stage (diffusion.residual=True); set it to None.")
 
   # Jitted on its own so that the sampler's several calls of the network (the shape
   # check, the loop body, the last step) share one trace: tracing the U-Net is most of
@@ -123,7 +130,8 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
                              num_steps=settings.num_steps, parameterization=parameterization,
-                             x0_transform=transform, rng=k_sample, cond=cond)
+                             x0_transform=transform, rng=k_sample, cond=cond,
+                             start_logsnr=settings.start_logsnr)
     return jnp.clip(video + ref, -1.0, 1.0)
 
   jitted = jax.jit(run, static_argnums=1)
