@@ -19,6 +19,13 @@ object is decided (log-SNR about -4 to 0). The demo base of sessions 5-6 scored 
 
 `--weights` takes an export or a training workdir (`--key params` reads a workdir's
 raw parameters instead of its EMA).
+
+`--commit N` instead asks *when* sampling decides the direction: N validation prompts
+are sampled with the demo cascade's base settings (DDIM, 32 steps, guidance 3, dynamic
+thresholding), and the guided x0 prediction at every second grid point is compared with
+the final video: the sign of the object's displacement along the caption's axis (the
+centroid of |x - background| from the first to the last frame) agrees with the final
+video's (and with the caption's) in what fraction of the prompts.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from videojax import diffusion
 from videojax.cascade import weights
 from videojax.data.pipeline import downsample, to_float
-from videojax.eval.cascade_eval import moving_shapes_clips
+from videojax.eval.cascade_eval import moving_shapes_clips, prompts
 from videojax.nn import text as text_lib
 from videojax.nn import unet3d
 
@@ -88,6 +95,55 @@ def caption_swap_ratios(params, config, clips: np.ndarray, captions: list[str],
   return out
 
 
+def signed_motion(videos: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
+  """+1 / -1 per video [B, T, H, W, 3]: the sign of the displacement from the first to the
+  last frame of the centroid of |x - background| (background: the per-frame median
+  colour), along x where `horizontal` [B] is True, else along y (down = +1)."""
+  v = np.asarray(videos, np.float32)
+  bg = np.median(v.reshape(*v.shape[:2], -1, v.shape[-1]), axis=2)  # [B, T, 3]
+  d = np.abs(v - bg[:, :, None, None]).sum(-1)  # [B, T, H, W]
+  mass = d.sum((2, 3)) + 1e-6
+  cx = (d.sum(2) * np.arange(v.shape[3])).sum(-1) / mass
+  cy = (d.sum(3) * np.arange(v.shape[2])).sum(-1) / mass
+  return np.where(horizontal, np.sign(cx[:, -1] - cx[:, 0]), np.sign(cy[:, -1] - cy[:, 0]))
+
+
+def commit_profile(params, config, captions: list[str], seed: int = 0, num_steps: int = 32,
+                   guidance: float = 3.0) -> list[tuple[float, float, float]]:
+  """[(log-SNR, agreement with the final sign, agreement with the caption)] per 2nd step."""
+  model = unet3d.from_config(config.model)
+  encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
+                                        max_len=int(config.text.max_len))
+  text, mask = map(jnp.asarray, encoder.encode_captions(captions))
+  null, null_mask = text_lib.null_text(*text.shape)
+  cond = {"text": text, "text_mask": mask}
+  net = lambda z, ls, **c: model.apply(params, z, ls, **c)  # noqa: E731
+  guided = diffusion.classifier_free_guidance(net, {"text": null, "text_mask": null_mask},
+                                              guidance)
+  clip = diffusion.make_x0_transform("dynamic")
+  schedule = diffusion.get_schedule(config.diffusion.schedule,
+                                    logsnr_min=config.diffusion.logsnr_min,
+                                    logsnr_max=config.diffusion.logsnr_max)
+  d = config.data
+  shape = (len(captions), int(d.frames), int(d.height), int(d.width), 3)
+  kind = config.diffusion.parameterization
+  noise = jax.random.normal(jax.random.PRNGKey(seed), shape)
+  final, traj = jax.jit(lambda n: diffusion.sample(
+      guided, n, schedule=schedule, num_steps=num_steps, parameterization=kind,
+      x0_transform=clip, cond=cond, return_trajectory=True))(noise)
+  grid = diffusion.step_grid(schedule, num_steps)
+  x0_at = jax.jit(lambda z, ls: clip(diffusion.convert(
+      guided(z, jnp.full((z.shape[0],), ls), **cond), kind, "x0", z, ls)))
+  words = [re.search(r"moving (\w+)", c).group(1) for c in captions]
+  horizontal = np.array([w in ("left", "right") for w in words])
+  want = np.array([1.0 if w in ("right", "down") else -1.0 for w in words])
+  end = signed_motion(np.asarray(final), horizontal)
+  rows = [(float(grid[k]), float(np.mean(s == end)), float(np.mean(s == want)))
+          for k in range(0, num_steps, 2)
+          for s in [signed_motion(np.asarray(x0_at(traj[k], grid[k])), horizontal)]]
+  return rows + [(float("inf"), 1.0, float(np.mean(end == want)))]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--weights", default="videojax/assets/demo/base")
@@ -96,8 +152,20 @@ def main() -> None:
   parser.add_argument("--logsnrs", default="-6,-4,-2,0,2")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="", help="also write the table to this markdown file")
+  parser.add_argument("--commit", type=int, default=0,
+                      help="instead: when sampling decides the sign, over this many prompts")
   args = parser.parse_args()
   params, config = weights.load(args.weights, key=args.key)
+  if args.commit:
+    caps = prompts("validation", args.commit, seed=args.seed)
+    lines = [f"Sign of the guided x0 prediction during DDIM sampling, `{args.weights}` "
+             f"({args.key}), {args.commit} validation prompts", "",
+             "| log-SNR | agrees with the final video | agrees with the caption |",
+             "|---|---|---|"]
+    lines += [f"| {ls:.2f} | {a:.2f} | {b:.2f} |" for ls, a, b in
+              commit_profile(params, config, caps, args.seed)]
+    print("\n".join(lines))
+    return
   logsnrs = [float(v) for v in args.logsnrs.split(",")]
   clips, captions = stage_clips(config, args.clips, args.seed)
   ratios = caption_swap_ratios(params, config, clips, captions, logsnrs, args.seed)
