@@ -94,7 +94,8 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
 
   Returns:
     Samples [B, ...] (float32), or (samples, trajectory [N + 1, B, ...]) where
-    trajectory[0] is `noise` and trajectory[-1] the samples.
+    trajectory[0] is the starting z (`noise`; sigma * noise with `start_logsnr`) and
+    trajectory[-1] the samples.
   """
   _validate(sampler, parameterization, eta, rng, noise)
   z0 = noise.astype(jnp.float32)
