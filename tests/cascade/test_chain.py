@@ -169,6 +169,10 @@ def test_weights_trained_otherwise_are_refused_before_sampling():
   c = S.load_config_file("configs/cascades/demo.py").to_dict()
   c["stages"]["ssr"]["config"] = S.load_config_file(c["stages"]["ssr"]["config"])
   c["stages"]["ssr"]["config"].diffusion.residual = False
+  # The demo's truncated start needs a residual stage: refused when the cascade loads.
+  with pytest.raises(ValueError, match=r"start_logsnr .* needs a residual stage"):
+    Cascade.load(ml_collections.ConfigDict(c))
+  c["stages"]["ssr"]["sample"]["start_logsnr"] = None
   c = ml_collections.ConfigDict(c)
   cascade = Cascade.load(c)
   low = np.zeros((1, 16, 16, 16, 3), np.uint8)
