@@ -21,8 +21,8 @@ object is decided (log-SNR about -4 to 0). The demo base of sessions 5-6 scored 
 raw parameters instead of its EMA).
 
 `--commit N` instead asks *when* sampling decides the direction: N validation prompts
-are sampled with the demo cascade's base settings (DDIM, 32 steps, guidance 3, dynamic
-thresholding), and the guided x0 prediction at every second grid point is compared with
+are sampled with the demo cascade's base settings (read from configs/cascades/demo.py:
+DDIM, 32 steps, guidance 3, dynamic thresholding), and the guided x0 prediction at every second grid point is compared with
 the final video: the sign of the object's displacement along the caption's axis (the
 centroid of |x - background| from the first to the last frame) agrees with the final
 video's (and with the caption's) in what fraction of the prompts.
@@ -39,6 +39,9 @@ import numpy as np
 
 from videojax import diffusion
 from videojax.cascade import weights
+from videojax.cascade.chain import DEFAULT_CASCADE
+from videojax.cascade.sampling import SampleSettings
+from videojax.cascade.stages import load_config_file
 from videojax.data.pipeline import downsample, to_float
 from videojax.eval.cascade_eval import moving_shapes_clips, prompts
 from videojax.nn import text as text_lib
@@ -108,9 +111,10 @@ def signed_motion(videos: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
   return np.where(horizontal, np.sign(cx[:, -1] - cx[:, 0]), np.sign(cy[:, -1] - cy[:, 0]))
 
 
-def commit_profile(params, config, captions: list[str], seed: int = 0, num_steps: int = 32,
-                   guidance: float = 3.0) -> list[tuple[float, float, float]]:
-  """[(log-SNR, agreement with the final sign, agreement with the caption)] per 2nd step."""
+def commit_profile(params, config, captions: list[str], settings: SampleSettings,
+                   seed: int = 0) -> list[tuple[float, float, float]]:
+  """[(log-SNR, agreement with the final sign, agreement with the caption)] per 2nd step,
+  sampled with a stage's `settings` (sampler, steps, guidance, thresholding)."""
   model = unet3d.from_config(config.model)
   encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
                                         max_len=int(config.text.max_len))
@@ -119,18 +123,19 @@ def commit_profile(params, config, captions: list[str], seed: int = 0, num_steps
   cond = {"text": text, "text_mask": mask}
   net = lambda z, ls, **c: model.apply(params, z, ls, **c)  # noqa: E731
   guided = diffusion.classifier_free_guidance(net, {"text": null, "text_mask": null_mask},
-                                              guidance)
-  clip = diffusion.make_x0_transform("dynamic")
-  schedule = diffusion.get_schedule(config.diffusion.schedule,
-                                    logsnr_min=config.diffusion.logsnr_min,
-                                    logsnr_max=config.diffusion.logsnr_max)
+                                              settings.guidance_scale)
+  clip = diffusion.make_x0_transform(settings.threshold, settings.percentile)
+  clip = clip or (lambda x0: x0)
+  num_steps = settings.num_steps
+  schedule = diffusion.schedule_from_config(config.diffusion)
   d = config.data
   shape = (len(captions), int(d.frames), int(d.height), int(d.width), 3)
   kind = config.diffusion.parameterization
   noise = jax.random.normal(jax.random.PRNGKey(seed), shape)
   final, traj = jax.jit(lambda n: diffusion.sample(
-      guided, n, schedule=schedule, num_steps=num_steps, parameterization=kind,
-      x0_transform=clip, cond=cond, return_trajectory=True))(noise)
+      guided, n, schedule=schedule, sampler=settings.sampler, num_steps=num_steps,
+      parameterization=kind, x0_transform=clip, cond=cond, return_trajectory=True,
+      rng=jax.random.PRNGKey(seed + 1)))(noise)
   grid = diffusion.step_grid(schedule, num_steps)
   x0_at = jax.jit(lambda z, ls: clip(diffusion.convert(
       guided(z, jnp.full((z.shape[0],), ls), **cond), kind, "x0", z, ls)))
@@ -142,6 +147,11 @@ def commit_profile(params, config, captions: list[str], seed: int = 0, num_steps
           for k in range(0, num_steps, 2)
           for s in [signed_motion(np.asarray(x0_at(traj[k], grid[k])), horizontal)]]
   return rows + [(float("inf"), 1.0, float(np.mean(end == want)))]
+
+
+def _demo_base_settings() -> SampleSettings:
+  """How the shipped demo cascade samples its base stage."""
+  return SampleSettings.from_config(load_config_file(DEFAULT_CASCADE).stages.base.sample)
 
 
 def main() -> None:
@@ -163,7 +173,7 @@ def main() -> None:
              "| log-SNR | agrees with the final video | agrees with the caption |",
              "|---|---|---|"]
     lines += [f"| {ls:.2f} | {a:.2f} | {b:.2f} |" for ls, a, b in
-              commit_profile(params, config, caps, args.seed)]
+              commit_profile(params, config, caps, _demo_base_settings(), args.seed)]
     print("\n".join(lines))
     return
   logsnrs = [float(v) for v in args.logsnrs.split(",")]

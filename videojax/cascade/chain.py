@@ -55,9 +55,7 @@ class _Runner:
       raise ValueError(f"Stage {stage.name!r} expects {cfg.model.text_dim}-wide text "
                        f"embeddings but the cascade's encoder gives {text_dim}.")
     self.model = unet3d.from_config(cfg.model)
-    schedule = diffusion.get_schedule(cfg.diffusion.schedule,
-                                      logsnr_min=cfg.diffusion.logsnr_min,
-                                      logsnr_max=cfg.diffusion.logsnr_max)
+    schedule = diffusion.schedule_from_config(cfg.diffusion)
     self.sampler = make_stage_sampler(
         self.model, schedule, cfg.diffusion.parameterization, stage.sample,
         residual=cfg.diffusion.residual,

@@ -8,4 +8,5 @@ from videojax.diffusion.losses import diffusion_loss, loss_weight, masked_mean
 from videojax.diffusion.parameterization import convert, diffuse, regression_target
 from videojax.diffusion.samplers import SAMPLERS, sample
 from videojax.diffusion.schedules import (SCHEDULES, SPACINGS, Schedule, alpha_sigma,
-                                          get_schedule, sample_logsnr, shifted, step_grid)
+                                          get_schedule, sample_logsnr, schedule_from_config,
+                                          shifted, step_grid)

@@ -161,6 +161,11 @@ def get_schedule(name: str = "cosine", *, logsnr_min: float = -20.0,
   return Schedule(name, logsnr_min, logsnr_max, shift)
 
 
+def schedule_from_config(d) -> Schedule:
+  """The schedule a config's `diffusion` section names (schedule, logsnr_min, logsnr_max)."""
+  return get_schedule(d.schedule, logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max)
+
+
 def shifted(schedule: Schedule, shift: float) -> Schedule:
   """A cosine schedule with `shift` added to its log-SNR, over the same clipped range.
 

@@ -212,7 +212,8 @@ class FrameConditioning(nn.Module):
   in the MLP's hidden layer), and the map could not learn the direction from that
   (fitted alone on 384 clips at log-SNR -6 with the network frozen, 400 full-batch
   steps: caption-swap x0 MSE ratio 1.000 with attention pooling, 1.028 with the max,
-  1.30 with a one-hot direction token as the text).
+  1.30 with a one-hot direction token as the text). The 1.028 did not reproduce in
+  session 8 (0.9995 at a higher rate; other read-outs 1.000-1.006).
   """
 
   dim: int

@@ -287,9 +287,7 @@ def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int) -> Tra
   model = unet3d.from_config(config.model)
   if model.attn_query_chunk < 0:  # plan what accelerators run, not the CPU's chunked loop
     model = model.clone(attn_query_chunk=0)
-  schedule = diffusion.get_schedule(config.diffusion.schedule,
-                                    logsnr_min=config.diffusion.logsnr_min,
-                                    logsnr_max=config.diffusion.logsnr_max)
+  schedule = diffusion.schedule_from_config(config.diffusion)
   shapes = train_shapes(config, batch_size)
 
   def init_params():  # batch 1: the parameters do not depend on it

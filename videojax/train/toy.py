@@ -43,12 +43,6 @@ class ToyState:
   opt_state: Any
 
 
-def _schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:
-  return diffusion.get_schedule(config.diffusion.schedule,
-                                logsnr_min=config.diffusion.logsnr_min,
-                                logsnr_max=config.diffusion.logsnr_max)
-
-
 def build(config: ml_collections.ConfigDict):
   """(model, schedule, optimizer) from a toy2d config; validates names up front."""
   if config.dataset not in DATASETS:
@@ -67,7 +61,7 @@ def build(config: ml_collections.ConfigDict):
                                           config.train.warmup_steps, config.train.num_steps)
   tx = optax.chain(optax.clip_by_global_norm(1.0),
                    optax.adamw(lr, weight_decay=config.train.weight_decay))
-  return model, _schedule(config), tx
+  return model, diffusion.schedule_from_config(config.diffusion), tx
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int) -> ToyState:

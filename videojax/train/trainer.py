@@ -183,9 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
 
   model = unet3d.from_config(config.model)
-  schedule = diffusion.get_schedule(config.diffusion.schedule,
-                                    logsnr_min=config.diffusion.logsnr_min,
-                                    logsnr_max=config.diffusion.logsnr_max)
+  schedule = diffusion.schedule_from_config(config.diffusion)
   example = train_ds[0]
   b = config.data.batch_size
   kwargs = {k: jnp.asarray(v)[:1].repeat(b, 0)
