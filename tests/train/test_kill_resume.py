@@ -27,16 +27,7 @@ STEPS = 12
 
 
 def _config(data_dir, checkpoint_every=3):
-  """The tiny base stage cut to one level without spatial attention: the loop, not the
-  model, is under test, and a smaller tree traces, compiles and saves faster (each orbax
-  save costs ~2 ms per array here)."""
-  c = tiny_config(data_dir, STEPS)
-  c.model.channel_mult = (1,)
-  c.model.temporal_conv_levels = (0,)
-  c.model.spatial_attn_levels = ()
-  c.model.temporal_attn_levels = (0,)
-  c.model.cross_attn_levels = (0,)
-  c.model.temporal_downsample = ()
+  c = tiny_config(data_dir, STEPS, one_level=True)
   c.train.checkpoint_every = checkpoint_every
   c.train.keep_checkpoints = 2
   c.train.eval_every = 1000
