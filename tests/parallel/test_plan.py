@@ -16,9 +16,6 @@ from videojax.cascade.stages import load_config_file
 from videojax.nn import unet3d
 from videojax.parallel import plan as plan_lib
 
-# One worker builds the module's shared fixture (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("plan")
-
 BATCH = 8  # the smallest global batch that data=8 divides
 
 

@@ -22,9 +22,6 @@ import pytest
 from tests.train.conftest import tiny_config
 from videojax.train import trainer
 
-# One worker builds the module's shared fixture (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("kill_resume")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
 
