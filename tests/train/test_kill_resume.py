@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -45,15 +46,14 @@ def _start(workdir, data_dir):
                           stderr=subprocess.PIPE, text=True)
 
 
-def _flat(d, prefix=""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _flat(v, f"{prefix}{k}.")
-    elif isinstance(v, (tuple, list)):  # flat tuples of numbers (levels, noise levels)
+def _flat(d):
+  """(dotted key, flag value) of a config dict: scalars, and flat tuples of numbers."""
+  for k, v in flax.traverse_util.flatten_dict(d, sep=".").items():
+    if isinstance(v, (tuple, list)):  # levels, noise levels (not the nested mesh rules)
       if all(isinstance(e, (int, float)) for e in v):
-        yield f"{prefix}{k}", repr(tuple(v))
+        yield k, repr(tuple(v))
     elif v != "":
-      yield f"{prefix}{k}", v
+      yield k, v
 
 
 def _entries(ckpt_dir):
