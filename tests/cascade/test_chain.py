@@ -211,3 +211,19 @@ def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatc
   sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(
       args[0], (4, 3), {"x": jnp.ones((4, 3))}, args[3])
   assert len(os.listdir(tmp_path)) == 3
+  # prepare() from abstract arguments compiles the very program a call with arrays uses.
+  cached = sampling.exported_cache(jitted, "prepared", directory=str(tmp_path))
+  params, _, cond, rng = jax.eval_shape(lambda: (args[0], 0, args[2], args[3]))
+  cached.prepare(params, args[1], cond, rng)
+  monkeypatch.setattr(jax.export, "export", lambda *a, **k: pytest.fail("not prepared"))
+  np.testing.assert_array_equal(cached(*args), want)
+  assert len(cached._compiled) == 1
+
+
+def test_stages_are_prepared_ahead_with_the_inputs_they_get():
+  """Cascade.sample loads each stage's program in a thread from abstract inputs while
+  earlier stages run; a mismatch with the real inputs would compile a second one."""
+  cascade = Cascade.load("configs/cascades/tiny.py")
+  out = cascade.sample(PROMPTS[:1], seed=0)
+  assert out.shape == (1, 8, 16, 16, 3)
+  assert [len(r.sampler._compiled) for r in cascade._runners] == [1, 1, 1]

@@ -16,6 +16,7 @@ augmentation level.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -86,6 +87,8 @@ class _Runner:
             "with or retrain / re-export the stage.")
 
   def load(self, example_cond: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """Weights: the stage's checkpoint, or random ones initialised for inputs shaped
+    like `example_cond` (arrays or jax.ShapeDtypeStructs) and `shape`."""
     if self.params is not None:
       return
     if self.stage.checkpoint:
@@ -94,7 +97,7 @@ class _Runner:
       self.params = jax.device_put(self.params)  # one transfer, no per-shape programs
     else:  # random weights: tests and dry runs
       logging.warning("Stage %r has no checkpoint: random weights.", self.stage.name)
-      kw = dict(example_cond)
+      kw = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_cond.items()}
       if "cond_video" in kw:
         kw["aug_logsnr"] = jnp.zeros((shape[0],))
       self.params = nn.meta.unbox(jax.jit(lambda: self.model.init(
@@ -171,29 +174,60 @@ class Cascade:
                     jax.random.PRNGKey(seed), None)
     return to_uint8(np.asarray(out))
 
-  def _run(self, runner: _Runner, b: int, text, video, key, progress) -> jax.Array:
-    """One stage: conditioning from the previous video, chunked sampling, checks."""
+  @staticmethod
+  def _conditioning(runner: _Runner, text, video) -> tuple[dict[str, Any], Any]:
+    """A stage's conditioning and known frames from the text embeddings and mask and
+    the previous stage's video (arrays, or abstract ones under jax.eval_shape)."""
     stage = runner.stage
-    frames, height, width, _ = stage.output
-    shape = (b, frames, height, width, stage.channels[1])
     cond = {}
     if text is not None:
-      cond.update(text=jnp.asarray(text[0]), text_mask=jnp.asarray(text[1]))
+      cond.update(text=jnp.asarray(text[0], jnp.float32),
+                  text_mask=jnp.asarray(text[1], jnp.int32))
     known = None
     if stage.kind == "tsr":
-      placed, fmask = place_frames(video, frames, stage.config.data.temporal_factor)
+      placed, fmask = place_frames(video, stage.output[0], stage.config.data.temporal_factor)
       cond.update(cond_video=placed, cond_mask=fmask)
       known = (placed, fmask)
     elif stage.kind == "ssr":
       cond["cond_video"] = video
+    return cond, known
+
+  @staticmethod
+  def _shapes(runner: _Runner, b: int) -> tuple[tuple[int, ...], int]:
+    """(output shape [B, T, H, W, C], frames sampled per call)."""
+    stage = runner.stage
+    frames, height, width, _ = stage.output
+    return (b, frames, height, width, stage.channels[1]), stage.frame_chunk or frames
+
+  @staticmethod
+  def _chunk(cond: dict[str, Any], c0: int, chunk: int) -> dict[str, Any]:
+    return {n: (v[:, c0:c0 + chunk] if n == "cond_video" else v) for n, v in cond.items()}
+
+  def _prepare(self, runner: _Runner, b: int, text, video) -> None:
+    """Loads a stage's weights and compiled sampler ahead of its turn, from the abstract
+    text and input video (jax.ShapeDtypeStruct, shaped as `sample` makes them): run in a
+    thread while earlier stages sample. Errors (e.g. weights trained otherwise) surface
+    when the stage's turn comes."""
+    cond, known = jax.eval_shape(lambda t, v: self._conditioning(runner, t, v), text, video)
+    shape, chunk = self._shapes(runner, b)
     runner.load(cond, shape)
-    chunk = stage.frame_chunk or frames
+    part = jax.eval_shape(lambda c: self._chunk(c, 0, chunk), cond)
+    key = jax.eval_shape(lambda: jax.random.fold_in(jax.random.PRNGKey(0), 0))
+    runner.sampler.prepare(runner.params, (b, chunk) + shape[2:], part, key, known)
+
+  def _run(self, runner: _Runner, b: int, text, video, key, progress) -> jax.Array:
+    """One stage: conditioning from the previous video, chunked sampling, checks."""
+    stage = runner.stage
+    shape, chunk = self._shapes(runner, b)
+    cond, known = self._conditioning(runner, text, video)
+    runner.load(cond, shape)
+    frames = shape[1]
     if progress is not None:
       progress(stage.name, 0, frames // chunk)
     pieces = []
     for c0 in range(0, frames, chunk):  # SSR stages may go a chunk of frames at a time
-      part = {n: (v[:, c0:c0 + chunk] if n == "cond_video" else v) for n, v in cond.items()}
-      pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:], part,
+      pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:],
+                                   self._chunk(cond, c0, chunk),
                                    jax.random.fold_in(key, c0), known))
       if progress is not None:
         progress(stage.name, len(pieces), frames // chunk)
@@ -226,12 +260,26 @@ class Cascade:
     prompts = [str(p) for p in prompts]
     if not prompts:
       raise ValueError("Give at least one prompt.")
-    text = self.encode(prompts) if self._text_dim else None
-    key = jax.random.PRNGKey(seed)
-    video, out = None, {}
-    for i, runner in enumerate(self._runners):
-      video = self._run(runner, len(prompts), text, video, jax.random.fold_in(key, i),
-                        progress)
-      if keep_stages:
-        out[runner.stage.name] = to_uint8(np.asarray(video))
+    b = len(prompts)
+    abstract_text = None if not self._text_dim else (
+        jax.ShapeDtypeStruct((b, self.text_config.max_len, self._text_dim), jnp.float32),
+        jax.ShapeDtypeStruct((b, self.text_config.max_len), jnp.int32))
+    # One thread loads the stages' weights and programs in order while this one
+    # encodes the text and samples the earlier stages.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+      ready, abstract_video = [], None
+      for runner in self._runners:
+        ready.append(pool.submit(self._prepare, runner, b, abstract_text, abstract_video))
+        abstract_video = jax.ShapeDtypeStruct(self._shapes(runner, b)[0], jnp.float32)
+      text = self.encode(prompts) if self._text_dim else None
+      key = jax.random.PRNGKey(seed)
+      video, out = None, {}
+      for i, runner in enumerate(self._runners):
+        ready[i].result()  # re-raises what preparing the stage raised
+        video = self._run(runner, b, text, video, jax.random.fold_in(key, i), progress)
+        if keep_stages:
+          out[runner.stage.name] = to_uint8(np.asarray(video))
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
     return out if keep_stages else to_uint8(np.asarray(video))
