@@ -7,11 +7,14 @@ prediction is in any parameterization ('eps', 'x0' or 'v') and `logsnr` is per e
 consistent with it, so thresholding acts inside every sampler.
 
 A run of N steps walks the grid of `schedules.step_grid` (N + 1 log-SNRs, the last being
-clean data): N - 1 steps between finite grid points inside a `lax.scan`, then a final
-step to clean data, which for every sampler here is the x0 prediction at the last
-finite point (DDIM / DDPM with sigma_s = 0; DPM-Solver++ taken at first order, its
-"lower order at the last step"; Heun's final Euler step to sigma = 0).
-Network calls: N for DDPM, DDIM and DPM-Solver++, 2N - 1 for Heun.
+clean data). The final step to clean data is, for every sampler here, the x0
+prediction at the last finite point (DDIM / DDPM with sigma_s = 0; DPM-Solver++ taken
+at first order, its "lower order at the last step"; Heun's final Euler step to
+sigma = 0). DDPM, DDIM and DPM-Solver++ take all N steps inside one `lax.scan` (the
+last one's update reduces to that x0 exactly), so a compiled sampler holds a single
+copy of the network: half the program to compile or load from a cache. Heun takes
+N - 1 steps in the scan, then the final one. Network calls: N for DDPM, DDIM and
+DPM-Solver++, 2N - 1 for Heun.
 
 The functions are pure: jit them (with the static arguments fixed, e.g. by
 functools.partial) and vmap them over noise and keys as you like.
@@ -124,19 +127,19 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
     return x0 if x0_transform is None else x0_transform(x0)
 
   rng = jax.random.PRNGKey(0) if rng is None else rng  # unused when deterministic
-  steps = jnp.arange(num_steps - 1)
-  lts, lss = grid[:-2], grid[1:-1]  # the N - 1 steps between finite points
+  steps = jnp.arange(num_steps)
+  lts, lss = grid[:-1], grid[1:]  # all N steps; the last lands on ls = +inf
 
   if sampler in ("ddpm", "ddim"):
     eta_ = 1.0 if sampler == "ddpm" else eta
 
-    def body(z, xs):
+    def body(z, xs):  # at ls = +inf (alpha 1, sigma 0, no noise) the step returns x0
       i, lt, ls = xs
       noise_i = jax.random.normal(jax.random.fold_in(rng, i), z.shape, z.dtype)
       z = _ddim_step(z, predict_x0(z, lt), lt, ls, eta_, noise_i)
       return z, z if return_trajectory else None
 
-    z, traj = jax.lax.scan(body, z0, (steps, lts, lss))
+    x, traj = jax.lax.scan(body, z0, (steps, lts, lss))
 
   elif sampler == "dpm_solver_pp":
     # Lu et al. 2022, multistep second order in lambda = logsnr / 2, data prediction.
@@ -147,14 +150,16 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
       h = 0.5 * (ls - lt)
       r = h_prev / h
       d2 = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-      d = jnp.where(i == 0, x0, d2)  # first step: first order (no history yet)
+      # first order at the first step (no history yet) and at the last (h = inf, where
+      # the update below is exactly x0: sigma_s = 0, alpha_s = 1, expm1(-h) = -1)
+      d = jnp.where((i == 0) | (i == num_steps - 1), x0, d2)
       _, s_t = alpha_sigma(lt)
       a_s, s_s = alpha_sigma(ls)
       z = (s_s / s_t) * z - a_s * jnp.expm1(-h) * d
       return (z, x0, h), z if return_trajectory else None
 
-    h0 = 0.5 * (grid[1] - grid[0])  # any finite value: only read where i > 0
-    (z, _, _), traj = jax.lax.scan(body, (z0, jnp.zeros_like(z0), h0), (steps, lts, lss))
+    h0 = jnp.float32(1.0)  # any finite value: only read where i > 0
+    (x, _, _), traj = jax.lax.scan(body, (z0, jnp.zeros_like(z0), h0), (steps, lts, lss))
 
   else:  # heun: EDM's 2nd order in x = z / alpha, sigma_e = sigma / alpha
     def body(z, xs):
@@ -169,9 +174,10 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
       z = a_s * (x + (sig_s - sig_t) * 0.5 * (d + d_s))
       return z, z if return_trajectory else None
 
-    z, traj = jax.lax.scan(body, z0, (steps, lts, lss))
+    z, traj = jax.lax.scan(body, z0, (steps[:-1], lts[:-1], lss[:-1]))
+    x = predict_x0(z, grid[-2])  # final step to clean data
+    traj = jnp.concatenate([traj, x[None]]) if return_trajectory else None
 
-  x = predict_x0(z, grid[-2])  # final step to clean data
   if not return_trajectory:
     return x
-  return x, jnp.concatenate([z0[None], traj, x[None]], axis=0)
+  return x, jnp.concatenate([z0[None], traj], axis=0)
