@@ -189,7 +189,7 @@ def test_weights_trained_otherwise_are_refused_before_sampling():
 
 
 def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatch):
-  from videojax.cascade import sampling
+  from videojax.runtime import exported_cache
 
   def run(params, shape, cond, rng, known=None):
     return params["w"] * jax.random.normal(rng, shape) + cond["x"]
@@ -197,22 +197,22 @@ def test_exported_sampler_cache_equals_jit_and_is_read_back(tmp_path, monkeypatc
   jitted = jax.jit(run, static_argnums=1)
   args = ({"w": jnp.float32(2.0)}, (2, 3), {"x": jnp.ones((2, 3))}, jax.random.PRNGKey(0))
   want = jitted(*args)
-  first = sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(*args)
+  first = exported_cache(jitted, "tag", (1,), str(tmp_path))(*args)
   files = os.listdir(tmp_path)
   assert len(files) == 1 and files[0].endswith(".bin")
   np.testing.assert_array_equal(first, want)
   # A new process (a new wrapper) reads the program back instead of tracing it again.
   monkeypatch.setattr(jax.export, "export", lambda *a, **k: pytest.fail("re-exported"))
-  again = sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(*args)
+  again = exported_cache(jitted, "tag", (1,), str(tmp_path))(*args)
   np.testing.assert_array_equal(again, want)
   monkeypatch.undo()
   # Another tag (another model or settings) or another shape is another program.
-  sampling.exported_cache(jitted, "other", directory=str(tmp_path))(*args)
-  sampling.exported_cache(jitted, "tag", directory=str(tmp_path))(
+  exported_cache(jitted, "other", (1,), str(tmp_path))(*args)
+  exported_cache(jitted, "tag", (1,), str(tmp_path))(
       args[0], (4, 3), {"x": jnp.ones((4, 3))}, args[3])
   assert len(os.listdir(tmp_path)) == 3
   # prepare() from abstract arguments compiles the very program a call with arrays uses.
-  cached = sampling.exported_cache(jitted, "prepared", directory=str(tmp_path))
+  cached = exported_cache(jitted, "prepared", (1,), str(tmp_path))
   params, _, cond, rng = jax.eval_shape(lambda: (args[0], 0, args[2], args[3]))
   cached.prepare(params, args[1], cond, rng)
   monkeypatch.setattr(jax.export, "export", lambda *a, **k: pytest.fail("not prepared"))

@@ -42,6 +42,16 @@ def test_small_encoder_shapes_padding_and_axes(encoder):
   assert sum(1 for s in specs if len(s) and any(a is not None for a in s)) >= 10
 
 
+def test_encode_is_the_module_apply_eagerly_and_inside_a_trace(encoder):
+  """encode() goes through the exported-program cache when called eagerly and through
+  plain jit under a trace (a trainable encoder in a train step); both are the module."""
+  ids, mask = encoder.tokenize(CAPTIONS)
+  want = encoder.module.apply(encoder.params, ids, mask)
+  np.testing.assert_allclose(encoder.encode(ids, mask)[0], want, atol=1e-6)
+  traced = jax.jit(lambda p, t, m: encoder.encode(t, m, params=p)[0])(encoder.params, ids, mask)
+  np.testing.assert_allclose(traced, want, atol=1e-6)
+
+
 def test_guidance_dropout_rate_and_null_inputs():
   b, length, dim = 4000, 6, 8
   emb = jnp.ones((b, length, dim))

@@ -11,11 +11,7 @@ Used by the trainer's sample previews and by the cascade. A stage samples
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import os
-import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -24,6 +20,7 @@ import jax.numpy as jnp
 from videojax import diffusion
 from videojax.nn.conditioning import check_residual, conditioning_reference
 from videojax.nn.text import null_text
+from videojax.runtime import exported_cache
 
 Array = jax.Array
 
@@ -136,81 +133,4 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
     return jnp.clip(video + ref, -1.0, 1.0)
 
   jitted = jax.jit(run, static_argnums=1)
-  return jitted if cache_tag is None else exported_cache(jitted, cache_tag)
-
-
-@functools.lru_cache(maxsize=1)
-def _source_hash() -> str:
-  """Hash of the library's Python sources: an edited model never reuses an old program."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  h = hashlib.sha256()
-  for d, _, files in sorted(os.walk(root)):
-    for f in sorted(files):
-      if f.endswith(".py"):
-        with open(os.path.join(d, f), "rb") as fh:
-          h.update(f.encode() + fh.read())
-  return h.hexdigest()
-
-
-class exported_cache:  # noqa: N801 (used like a function decorator)
-  """`jitted(params, shape, cond, rng, known)` behind a disk cache of its exported program.
-
-  Tracing the U-Net in Python is most of a warm start of the sample command (~1.5 s of
-  the demo base stage's 3.6 s): the traced and lowered program (`jax.export`) is kept in
-  <JAX compilation cache dir>/videojax_exported/, keyed by `tag`, the arguments' tree,
-  shapes and dtypes, the jax version, the backend and the library's sources; XLA's
-  persistent cache then supplies the compiled executable. Without a compilation cache
-  directory (`videojax.runtime.enable_compilation_cache`) the program is `jitted`'s own.
-  `directory` overrides where the exported programs go.
-
-  `prepare(params, shape, cond, rng, known)` does all of that ahead of a call, from
-  arrays or `jax.ShapeDtypeStruct`s (loading an executable from the persistent cache is
-  ~1 s per demo stage on 2 CPU cores): the cascade prepares its later stages in a
-  thread while earlier ones run.
-  """
-
-  def __init__(self, jitted: Callable[..., Array], tag: str, directory: str | None = None):
-    self._jitted, self._tag, self._directory = jitted, tag, directory
-    self._compiled: dict[str, Callable[..., Array]] = {}  # signature -> executable
-    self._lock = threading.Lock()
-
-  def _signature(self, shape, args) -> str:
-    leaves, tree = jax.tree.flatten(args)
-    avals = [(tuple(jnp.shape(x)), str(jnp.result_type(x)), bool(getattr(x, "weak_type", False)))
-             for x in leaves]
-    signature = repr((self._tag, tuple(shape), str(tree), avals, jax.__version__,
-                      jax.default_backend(), _source_hash()))
-    return hashlib.sha256(signature.encode()).hexdigest()
-
-  def prepare(self, params, shape, cond, rng, known=None) -> Callable[..., Array]:
-    """The compiled program for arguments like these: `program(params, cond, rng, known)`."""
-    shape = tuple(shape)
-    args = (params, cond, rng, known)
-    key = self._signature(shape, args)
-    with self._lock:
-      if key in self._compiled:
-        return self._compiled[key]
-    cache = jax.config.jax_compilation_cache_dir
-    folder = self._directory or (cache and os.path.join(cache, "videojax_exported"))
-    if not folder:
-      program = self._jitted.lower(params, shape, cond, rng, known).compile()
-    else:
-      path = os.path.join(folder, key + ".bin")
-      if os.path.exists(path):
-        with open(path, "rb") as f:
-          exported = jax.export.deserialize(bytearray(f.read()))
-      else:
-        jitted = self._jitted
-        exported = jax.export.export(
-            jax.jit(lambda p, c, r, k: jitted(p, shape, c, r, k)))(*args)
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "wb") as f:
-          f.write(exported.serialize())
-        os.replace(tmp, path)  # atomic: concurrent runs never read half a file
-      program = jax.jit(exported.call).lower(*args).compile()
-    with self._lock:
-      return self._compiled.setdefault(key, program)
-
-  def __call__(self, params, shape, cond, rng, known=None) -> Array:
-    return self.prepare(params, shape, cond, rng, known)(params, cond, rng, known)
+  return jitted if cache_tag is None else exported_cache(jitted, cache_tag, static_argnums=(1,))

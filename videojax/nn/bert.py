@@ -218,34 +218,34 @@ _LINEAR = {"attention.self.query": "query", "attention.self.key": "key",
 _NORMS = {"attention.output.LayerNorm": "attention_norm", "output.LayerNorm": "output_norm"}
 
 
-def _hf_key_map(config: BertConfig) -> dict[str, tuple[tuple[str, ...], bool]]:
-  """HF key -> (path in our 'params' tree, whether the tensor is transposed)."""
+def _hf_key_map(config: BertConfig
+                ) -> dict[str, tuple[tuple[str, ...], bool, tuple[int, ...]]]:
+  """HF key -> (path in our 'params' tree, whether the tensor is transposed, its shape in
+  the checkpoint). The shapes follow from the config (BertEncoder's own layers, checked
+  against its init in the tests) without tracing the module."""
+  d, f = config.hidden_size, config.intermediate_size
+  torch_shape = {"query": (d, d), "key": (d, d), "value": (d, d), "attention_output": (d, d),
+                 "intermediate": (f, d), "output": (d, f)}  # torch Linear: [out, in]
   table = {
-      "embeddings.word_embeddings.weight": (("word_embeddings", "embedding"), False),
-      "embeddings.position_embeddings.weight": (("position_embeddings",), False),
+      "embeddings.word_embeddings.weight": (("word_embeddings", "embedding"), False,
+                                            (config.vocab_size, d)),
+      "embeddings.position_embeddings.weight": (("position_embeddings",), False,
+                                                (config.max_position_embeddings, d)),
       "embeddings.token_type_embeddings.weight": (("token_type_embeddings", "embedding"),
-                                                  False),
-      "embeddings.LayerNorm.weight": (("embeddings_norm", "scale"), False),
-      "embeddings.LayerNorm.bias": (("embeddings_norm", "bias"), False),
+                                                  False, (config.type_vocab_size, d)),
+      "embeddings.LayerNorm.weight": (("embeddings_norm", "scale"), False, (d,)),
+      "embeddings.LayerNorm.bias": (("embeddings_norm", "bias"), False, (d,)),
   }
   for i in range(config.num_hidden_layers):
     pre, layer = f"encoder.layer.{i}.", f"layer_{i}"
     for hf, ours in _LINEAR.items():
-      table[f"{pre}{hf}.weight"] = ((layer, ours, "kernel"), True)  # torch [out, in]
-      table[f"{pre}{hf}.bias"] = ((layer, ours, "bias"), False)
+      shape = torch_shape[ours]
+      table[f"{pre}{hf}.weight"] = ((layer, ours, "kernel"), True, shape)
+      table[f"{pre}{hf}.bias"] = ((layer, ours, "bias"), False, shape[:1])
     for hf, ours in _NORMS.items():
-      table[f"{pre}{hf}.weight"] = ((layer, ours, "scale"), False)
-      table[f"{pre}{hf}.bias"] = ((layer, ours, "bias"), False)
+      table[f"{pre}{hf}.weight"] = ((layer, ours, "scale"), False, (d,))
+      table[f"{pre}{hf}.bias"] = ((layer, ours, "bias"), False, (d,))
   return table
-
-
-def _expected_shapes(config: BertConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-  """Our parameter paths and shapes, from an abstract init (no compute)."""
-  module = BertEncoder(config)
-  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), tokens, tokens)
-  flat = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(shapes["params"]))[0]
-  return {tuple(p.key for p in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def hf_to_params(state: Mapping[str, np.ndarray], config: BertConfig) -> dict[str, Any]:
@@ -264,7 +264,6 @@ def hf_to_params(state: Mapping[str, np.ndarray], config: BertConfig) -> dict[st
       differs from the one expected.
   """
   table = _hf_key_map(config)
-  shapes = _expected_shapes(config)
   params: dict[str, Any] = {}
   unused, filled = [], set()
   for key, value in state.items():
@@ -274,14 +273,12 @@ def hf_to_params(state: Mapping[str, np.ndarray], config: BertConfig) -> dict[st
     if name not in table:
       unused.append(key)
       continue
-    path, transpose = table[name]
+    path, transpose, want = table[name]
+    if tuple(np.shape(value)) != want:
+      raise ValueError(f"Checkpoint key {key!r} has shape {tuple(np.shape(value))}; expected "
+                       f"{want} for {'/'.join(path)} of {config}.")
     arr = np.asarray(value, np.float32)
     arr = arr.T if transpose else arr
-    if arr.shape != shapes[path]:
-      given = tuple(np.shape(value))
-      want = shapes[path][::-1] if transpose else shapes[path]
-      raise ValueError(f"Checkpoint key {key!r} has shape {given}; expected {want} for "
-                       f"{'/'.join(path)} of {config}.")
     node = params
     for p in path[:-1]:
       node = node.setdefault(p, {})
@@ -290,7 +287,7 @@ def hf_to_params(state: Mapping[str, np.ndarray], config: BertConfig) -> dict[st
   if unused:
     raise ValueError(f"Checkpoint keys not used by BertEncoder ({config.num_hidden_layers} "
                      f"layers): {sorted(unused)}.")
-  missing = [k for k, (path, _) in table.items() if path not in filled]
+  missing = [k for k, (path, _, _) in table.items() if path not in filled]
   if missing:
     raise ValueError(f"Checkpoint lacks BertEncoder parameters: {missing}.")
   return {"params": params}

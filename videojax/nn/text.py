@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from videojax.nn.layers import dense
+from videojax.runtime import exported_cache
 
 Array = jax.Array
 
@@ -158,7 +159,10 @@ class TextEncoder:
   frozen: bool = True
 
   def __post_init__(self):
-    self._apply = jax.jit(lambda p, t, m: self.module.apply(p, t, m))
+    # Kept on disk once traced (with a compilation cache): a warm start skips tracing
+    # the encoder (0.8 s for MiniLM on 2 cores).
+    self._apply = exported_cache(jax.jit(lambda p, t, m: self.module.apply(p, t, m)),
+                                 tag=f"text encoder {self.name} {self.module!r}")
 
   def tokenize(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return self.tokenizer.encode_batch(list(captions))
