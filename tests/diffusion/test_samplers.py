@@ -176,3 +176,19 @@ def test_bad_sampler_inputs():
     SM.sample(den, noise, schedule=sched, eta=-0.5, rng=jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="Unknown parameterization 'score'"):
     SM.sample(den, noise, schedule=sched, parameterization="score")
+
+
+@pytest.mark.parametrize("sampler", SM.SAMPLERS)
+def test_network_calls_counts_the_denoiser_calls_of_a_run(sampler):
+  calls = []
+
+  def denoise(z, logsnr):
+    jax.experimental.io_callback(lambda: calls.append(1), None, ordered=True)
+    return gaussian_denoiser("v")(z, logsnr)
+
+  kw = dict(rng=jax.random.PRNGKey(1)) if sampler == "ddpm" else {}
+  jax.block_until_ready(SM.sample(denoise, jax.random.normal(jax.random.PRNGKey(0), (2, 4)),
+                                  schedule=S.get_schedule("cosine"), sampler=sampler,
+                                  num_steps=5, parameterization="v", **kw))
+  assert len(calls) == SM.network_calls(sampler, 5)
+

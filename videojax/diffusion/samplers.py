@@ -36,6 +36,13 @@ Array = jax.Array
 SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "heun")
 
 
+def network_calls(sampler: str, num_steps: int) -> int:
+  """How many times `sample` calls the network for one run of `num_steps` steps."""
+  if sampler not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {sampler!r}; expected one of {SAMPLERS}.")
+  return 2 * num_steps - 1 if sampler == "heun" else num_steps
+
+
 def _ddim_step(z, x0, lt, ls, eta, noise):
   """DDIM from log-SNR lt to ls > lt given x0; eta = 1 is ancestral DDPM.
 

@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from videojax import diffusion
 from videojax.cascade.sampling import SampleSettings
+from videojax.diffusion.samplers import network_calls
 from videojax.nn import unet3d
 from videojax.nn.text import null_text
 from videojax.parallel import sharding
@@ -435,7 +436,7 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
   network_batch = batch_size * (2 if guided else 1)
   stats.update(
       network_batch=network_batch, guided=guided, frames_per_call=t,
-      calls_per_sample=sample.num_steps * (d.frames // t) * (2 if sample.sampler == "heun" else 1),
+      calls_per_sample=(d.frames // t) * network_calls(sample.sampler, sample.num_steps),
       analytic_flops=analytic_forward_flops(model, params, (network_batch,) + shapes["z"][0][1:],
                                             config.text.max_len if model.text_dim else 0))
   return stats
