@@ -155,11 +155,13 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
       i, lt, ls = xs
       x0 = predict_x0(z, lt)
       h = 0.5 * (ls - lt)
-      r = h_prev / h
-      d2 = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
       # first order at the first step (no history yet) and at the last (h = inf, where
-      # the update below is exactly x0: sigma_s = 0, alpha_s = 1, expm1(-h) = -1)
-      d = jnp.where((i == 0) | (i == num_steps - 1), x0, d2)
+      # the update below is exactly x0: sigma_s = 0, alpha_s = 1, expm1(-h) = -1); r is
+      # kept finite there so that no inf / NaN enters the unused branch
+      first_order = (i == 0) | (i == num_steps - 1)
+      r = jnp.where(first_order, 1.0, h_prev / h)
+      d2 = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+      d = jnp.where(first_order, x0, d2)
       _, s_t = alpha_sigma(lt)
       a_s, s_s = alpha_sigma(ls)
       z = (s_s / s_t) * z - a_s * jnp.expm1(-h) * d
