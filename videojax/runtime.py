@@ -116,10 +116,9 @@ class exported_cache:  # noqa: N801 (used like a function decorator)
 
   def _with_static(self, static) -> Callable[..., Any]:
     def fn(*dynamic):
-      args, it = [], iter(dynamic)
-      values = dict(zip(self._static, static))
-      for i in range(len(dynamic) + len(static)):
-        args.append(values[i] if i in values else next(it))
+      args = list(dynamic)
+      for i, value in sorted(zip(self._static, static)):
+        args.insert(i, value)
       return self._jitted(*args)
     return fn
 
