@@ -37,14 +37,15 @@ def export(workdir: str, out_dir: str, *, step: int | None = None,
   """
   from videojax.train.checkpoint import Checkpointer
 
-  _refuse_existing(out_dir)
+  refuse_existing(out_dir)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=1 << 30)
   params, config = ckpt.read_params(step, key)
   ckpt.close()
   return save(out_dir, params, config, dtype=dtype)
 
 
-def _refuse_existing(out_dir: str) -> None:
+def refuse_existing(out_dir: str) -> None:
+  """FileExistsError if `out_dir` holds an export already (call before computing one)."""
   target = os.path.join(out_dir, PARAMS)
   if os.path.exists(target):
     raise FileExistsError(f"{target} exists; export into a new directory or delete it first.")
@@ -53,7 +54,7 @@ def _refuse_existing(out_dir: str) -> None:
 def save(out_dir: str, params: Any, config: Any, *, dtype: str = "float16") -> str:
   """Writes parameters and their stage config (a dict or ConfigDict) as an exported
   directory (refusing one that holds an export already); returns the parameters file."""
-  _refuse_existing(out_dir)
+  refuse_existing(out_dir)
   config = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
   params = jax.tree.map(lambda x: np.asarray(x, dtype), params)
   os.makedirs(out_dir, exist_ok=True)

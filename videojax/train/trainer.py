@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -59,6 +59,33 @@ def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
     raise ValueError(f"config.model.text_dim is {config.model.text_dim} but the "
                      f"{t.encoder} encoder gives {encoder.dim}-wide embeddings.")
   return text_lib.EmbeddingCache.build(encoder, builders.captions(builder), path)
+
+
+def stage_datasets(config: ml_collections.ConfigDict, batch_size: int | None = None
+                   ) -> Callable[..., Any]:
+  """`make(split, seed, **make_dataset_kwargs)`: this host's batched datasets of a stage.
+
+  Builds the stage's dataset (if missing) and its text-embedding cache once; `batch_size`
+  is global (default: config.data.batch_size) and split over the hosts.
+  """
+  data_dir = config.data.data_dir or builders.DEFAULT_DATA_DIR
+  builder = builders.build(builders.get_builder_class(config.data.dataset),
+                           config.data.config or None, data_dir=data_dir,
+                           **({"folder": config.data.folder} if config.data.folder else {}))
+  cache = _text_cache(config, builder, data_dir) if config.model.text_dim else None
+  view = _view(config.data)
+  n_proc = jax.process_count()
+  batch_size = batch_size or config.data.batch_size
+  if batch_size % n_proc:
+    raise ValueError(f"Global batch {batch_size} must divide by {n_proc} hosts.")
+
+  def make(split: str, seed: int, **kw) -> Any:
+    return pipeline.make_dataset(
+        builders.data_source(builder, split), view, batch_size=batch_size // n_proc,
+        seed=seed, text_cache=cache, image_fraction=config.data.image_fraction,
+        process_index=jax.process_index(), process_count=n_proc, **kw)
+
+  return make
 
 
 def _eval_loss_fn(model, config):
@@ -166,19 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
   mesh = sharding.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
                              "tensor": config.mesh.tensor}, devices)
-  data_dir = config.data.data_dir or builders.DEFAULT_DATA_DIR
-  builder = builders.build(builders.get_builder_class(config.data.dataset),
-                           config.data.config or None, data_dir=data_dir,
-                           **({"folder": config.data.folder} if config.data.folder else {}))
-  cache = _text_cache(config, builder, data_dir) if config.model.text_dim else None
-  view = _view(config.data)
-  n_proc = jax.process_count()
-  if config.data.batch_size % n_proc:
-    raise ValueError(f"Global batch {config.data.batch_size} must divide by {n_proc} hosts.")
-  make = lambda split, seed, **kw: pipeline.make_dataset(  # noqa: E731
-      builders.data_source(builder, split), view, batch_size=config.data.batch_size // n_proc,
-      seed=seed, text_cache=cache, image_fraction=config.data.image_fraction,
-      process_index=jax.process_index(), process_count=n_proc, **kw)
+  make = stage_datasets(config)
   train_ds = make("train", config.seed)
   eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
 
