@@ -2,22 +2,22 @@
 its input errors, and the command end to end on the tiny dataset."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 from configs import base as base_config
-from experiments import fit_field
 from tests.train.conftest import tiny_config
 from videojax.cascade import weights
 from videojax.nn import unet3d
 from videojax.train import field
 
 B, L = 6, 5
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _stage():
@@ -137,18 +137,18 @@ def test_fit_field_command_end_to_end(tiny_data_dir, tmp_path):
   _, params = _stage()
   src, out = str(tmp_path / "stage"), str(tmp_path / "fitted")
   weights.save(src, params, config, dtype="float32")
-  if not flags.FLAGS.is_parsed():  # in-process, as absl's app.run would have left them
-    flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(weights=src, out=out, examples=16, steps=3, batch_size=8,
-                           dtype="float32"):
-    fit_field.main(["fit_field"])
+  env = dict(os.environ, VIDEOJAX_JAX_CACHE=jax.config.jax_compilation_cache_dir or "")
+  cmd = [sys.executable, "-m", "experiments.fit_field", "--weights", src, "--out", out,
+         "--examples=16", "--steps=3", "--batch_size=8", "--dtype=float32"]
+  run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
   fitted, c = weights.load(out)
   assert c.model.frame_field and c.model.frame_conditioning
   for name in params["params"]:
     jax.tree.map(np.testing.assert_array_equal, fitted["params"][name], params["params"][name])
   assert any(np.any(a != 0) for a in jax.tree.leaves(fitted["params"]["frame_cond"]["field"]))
   before = os.path.getmtime(os.path.join(out, weights.PARAMS))
-  with flagsaver.flagsaver(weights=src, out=out, examples=16, steps=3, batch_size=8):
-    with pytest.raises(FileExistsError, match="exists"):
-      fit_field.main(["fit_field"])
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode != 0 and "exists" in again.stderr
+  assert "cached" not in again.stderr  # refused before any compute
   assert os.path.getmtime(os.path.join(out, weights.PARAMS)) == before
