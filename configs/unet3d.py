@@ -42,8 +42,10 @@ _VARIANTS = {
                        head_dim=32, temporal_conv_levels=(0, 1, 2),
                        spatial_attn_levels=(1, 2), temporal_attn_levels=(0, 1, 2),
                        cross_attn_levels=(0, 1, 2), temporal_downsample=(False, False),
-                       text_dim=384, frame_positions=8, frame_conditioning=False,
-                       frame_field=False),
+                       text_dim=384, frame_positions=8,
+                       # The shipped base's field was fitted on the frozen network
+                       # (experiments.fit_field, session 11): it gives the sign of motion.
+                       frame_conditioning=True, frame_field=True),
                   (8, 16, 16, 3), None),
     "demo_tsr": (dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                       head_dim=32, temporal_conv_levels=(0, 1), spatial_attn_levels=(),
