@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,11 +27,10 @@ def _stage():
   model = unet3d.from_config(config.model)
   d = config.data
   z = jnp.zeros((1, d.frames, d.height, d.width, 3))
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, jnp.zeros((1,)),
-                                             text=jnp.zeros((1, L, 384)),
-                                             text_mask=jnp.ones((1, L))))
-  leaves, tree = jax.tree.flatten(jax.tree.map(lambda s: s.value if hasattr(s, "value") else s,
-                                               shapes, is_leaf=lambda s: hasattr(s, "value")))
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+      jax.random.PRNGKey(0), z, jnp.zeros((1,)), text=jnp.zeros((1, L, 384)),
+      text_mask=jnp.ones((1, L)))))
+  leaves, tree = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   params = jax.tree.unflatten(tree, [0.2 * jax.random.normal(k, s.shape)
                                      for k, s in zip(keys, leaves)])

@@ -251,6 +251,13 @@ class UNet3D(nn.Module):
         raise ValueError("is_image (joint image-video training) needs a U-Net without "
                          "temporal down-sampling: it would mix an image example's frames.")
 
+  @nn.nowrap
+  def frame_conditioning_sizes(self) -> tuple[int, int]:
+    """(dim, field_channels) of the `FrameConditioning` this U-Net builds: its
+    conditioning width, and the level-0 width of its map (0 without `frame_field`)."""
+    return (4 * self.base_channels,
+            self.base_channels * self.channel_mult[0] if self.frame_field else 0)
+
   @nn.compact
   def __call__(self, z: Array, logsnr: Array, *, text: Array | None = None,
                text_mask: Array | None = None, cond_video: Array | None = None,
@@ -282,9 +289,8 @@ class UNet3D(nn.Module):
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
     field = None
     if self.frame_conditioning:
-      emb, field = FrameConditioning(
-          emb_dim, self.base_channels * self.channel_mult[0] if self.frame_field else 0,
-          name="frame_cond", **kw)(
+      emb, field = FrameConditioning(*self.frame_conditioning_sizes(), name="frame_cond",
+                                     **kw)(
               emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
       # emb [B, T, E]; field [B, T, H, W, level-0 width] or None
     x = z

@@ -71,12 +71,6 @@ def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0
                                FIELD_MODULE: init["params"][FIELD_MODULE]}}, config
 
 
-def _module(model: unet3d.UNet3D) -> FrameConditioning:
-  """The U-Net's FrameConditioning, built the way `UNet3D.__call__` builds it."""
-  return FrameConditioning(4 * model.base_channels,
-                           model.base_channels * model.channel_mult[0])
-
-
 def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Array,
                  text_mask: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """conv_out(field): what the field adds to the network's output, [B, T, H, W, C_out].
@@ -89,7 +83,7 @@ def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Ar
   """
   _, t, h, w, _ = shape
   p = params["params"]
-  _, field = _module(model).apply({"params": p[FIELD_MODULE]}, emb, t, text, text_mask,
+  _, field = FrameConditioning(*model.frame_conditioning_sizes()).apply({"params": p[FIELD_MODULE]}, emb, t, text, text_mask,
                                   None, (h, w))  # [B, T, H, W, C]
   kernel = jnp.asarray(p["out"]["kernel"], jnp.float32)  # [1, 3, 3, C, C_out]: linear
   return jax.lax.conv_general_dilated(field, kernel, (1, 1, 1), "SAME",
