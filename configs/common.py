@@ -110,6 +110,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.sample = ml_collections.ConfigDict()
   c.sample.sampler = "ddim"  # 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'
   c.sample.num_steps = 8 if tiny else 32  # denoising steps
+  c.sample.spacing = "uniform"  # step grid: 'uniform' in t, 'logsnr' or 'karras'
   c.sample.guidance_scale = 3.0  # classifier-free guidance (1: none)
   c.sample.threshold = "dynamic"  # x0 clipping: 'none', 'static' or 'dynamic'
   c.sample.percentile = 0.995  # dynamic thresholding percentile

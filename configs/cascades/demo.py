@@ -19,7 +19,8 @@ def _stage(config, output, checkpoint, **sample):
   s.output = output  # (frames, height, width, fps) it makes; checked against the config
   s.frame_chunk = 0  # ssr only: frames sampled at a time (0: all)
   s.sample = ml_collections.ConfigDict(dict(  # SampleSettings (videojax/cascade/sampling.py)
-      sampler="ddim", num_steps=32, guidance_scale=3.0, threshold="dynamic",
+      sampler="ddim", num_steps=32, spacing="uniform", guidance_scale=3.0,
+      threshold="dynamic",
       percentile=0.995, aug_level=0.0,
       start_logsnr=ml_collections.config_dict.placeholder(float)))  # None: from pure noise
   s.sample.update(sample)

@@ -155,3 +155,33 @@ def test_truncated_start_refines_the_reference_of_a_residual_stage():
   assert gap[12.0] < 8 * sigma and gap[None] > 0.3
   with pytest.raises(ValueError, match="start_logsnr .* needs a residual stage"):
     make_stage_sampler(model, schedule, "v", SampleSettings(start_logsnr=2.0), residual=False)
+
+
+class _LogsnrV(nn.Module):
+  """v = sin(log-SNR): a prediction that depends on where on the grid it is asked."""
+  cond: str | None = None
+
+  @nn.compact
+  def __call__(self, z, logsnr, **kw):
+    w = self.param("w", nn.initializers.ones, ())
+    return w * jnp.sin(logsnr)[:, None, None, None, None] * jnp.ones_like(z)
+
+
+def test_stage_sampler_walks_the_configured_step_spacing():
+  # The stage sampler with `spacing` equals diffusion.sample on that grid (same noise),
+  # and the grids give different videos; unknown spacings are refused up front.
+  model, schedule = _LogsnrV(), diffusion.get_schedule("cosine")
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  shape, rng = (2, 2, 4, 4, 3), jax.random.PRNGKey(3)
+  out = {}
+  for spacing in diffusion.SPACINGS:
+    settings = SampleSettings(num_steps=5, spacing=spacing, guidance_scale=1.0,
+                              threshold="none")
+    out[spacing] = make_stage_sampler(model, schedule, "v", settings)(params, shape, {}, rng)
+    noise = jax.random.normal(jax.random.split(rng, 3)[0], shape, jnp.float32)
+    want = diffusion.sample(lambda z, ls: model.apply(params, z, ls), noise,
+                            schedule=schedule, num_steps=5, spacing=spacing)
+    np.testing.assert_allclose(out[spacing], jnp.clip(want, -1, 1), atol=1e-6)
+  assert float(jnp.max(jnp.abs(out["uniform"] - out["logsnr"]))) > 1e-3
+  with pytest.raises(ValueError, match="sample.spacing must be one of"):
+    SampleSettings.from_config({"spacing": "linear"})

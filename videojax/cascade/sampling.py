@@ -32,6 +32,9 @@ class SampleSettings:
   Attributes:
     sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'.
     num_steps: denoising steps.
+    spacing: the step grid: 'uniform' in t, 'logsnr' (uniform in log-SNR: more steps
+      at the noisy end, where a base decides the layout and the motion) or 'karras'
+      (`diffusion.step_grid`).
     guidance_scale: classifier-free guidance scale (1: conditional only, no guidance).
     threshold: x0 clipping: 'none', 'static' or 'dynamic'.
     percentile: the dynamic-thresholding percentile.
@@ -43,6 +46,7 @@ class SampleSettings:
 
   sampler: str = "ddim"
   num_steps: int = 32
+  spacing: str = "uniform"
   guidance_scale: float = 3.0
   threshold: str = "dynamic"
   percentile: float = 0.995
@@ -58,6 +62,9 @@ class SampleSettings:
     s = cls(**dict(c))
     if s.num_steps < 1:
       raise ValueError(f"sample.num_steps must be >= 1, got {s.num_steps}.")
+    if s.spacing not in diffusion.SPACINGS:
+      raise ValueError(f"sample.spacing must be one of {diffusion.SPACINGS}, got "
+                       f"{s.spacing!r}.")
     if not 0.0 <= s.aug_level <= 1.0:
       raise ValueError(f"sample.aug_level must be in [0, 1], got {s.aug_level}.")
     diffusion.make_x0_transform(s.threshold, s.percentile)  # validates both
@@ -127,7 +134,8 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       transform = lambda x0: on_video(x0 + ref) - ref  # noqa: E731
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
-                             num_steps=settings.num_steps, parameterization=parameterization,
+                             num_steps=settings.num_steps, spacing=settings.spacing,
+                             parameterization=parameterization,
                              x0_transform=transform, rng=k_sample, cond=cond,
                              start_logsnr=settings.start_logsnr)
     return jnp.clip(video + ref, -1.0, 1.0)
