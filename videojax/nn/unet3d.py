@@ -183,6 +183,7 @@ class UNet3D(nn.Module):
   frame_time_scale: float = 0.0
   frame_conditioning: bool = False
   frame_field: bool = False
+  frame_gain: bool = False
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -238,6 +239,9 @@ class UNet3D(nn.Module):
                        f"{self.frame_positions} frames (frame_positions), got T = {t}.")
     if self.frame_field and not self.frame_conditioning:
       raise ValueError("frame_field is part of frame_conditioning: set both.")
+    if self.frame_gain and not self.frame_field:
+      raise ValueError("frame_gain is part of frame_field: set frame_conditioning, "
+                       "frame_field and frame_gain.")
     if self.frame_conditioning and any(self.temporal_downsample):
       raise ValueError("frame_conditioning needs a U-Net without temporal down-sampling "
                        "(its per-frame embedding is made for the input's T frames).")
@@ -252,11 +256,13 @@ class UNet3D(nn.Module):
                          "temporal down-sampling: it would mix an image example's frames.")
 
   @nn.nowrap
-  def frame_conditioning_sizes(self) -> tuple[int, int]:
-    """(dim, field_channels) of the `FrameConditioning` this U-Net builds: its
-    conditioning width, and the level-0 width of its map (0 without `frame_field`)."""
+  def frame_conditioning_sizes(self) -> tuple[int, int, int]:
+    """(dim, field_channels, gain_channels) of the `FrameConditioning` this U-Net
+    builds: its conditioning width, the level-0 width of its map (0 without
+    `frame_field`) and the output channels of its gain (0 without `frame_gain`)."""
     return (4 * self.base_channels,
-            self.base_channels * self.channel_mult[0] if self.frame_field else 0)
+            self.base_channels * self.channel_mult[0] if self.frame_field else 0,
+            self.out_channels if self.frame_gain else 0)
 
   @nn.compact
   def __call__(self, z: Array, logsnr: Array, *, text: Array | None = None,
@@ -287,12 +293,12 @@ class UNet3D(nn.Module):
     emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
                                 use_aug_level=self.cond != "none", name="cond_emb", **kw)(
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
-    field = None
+    field = gain = None
     if self.frame_conditioning:
-      emb, field = FrameConditioning(*self.frame_conditioning_sizes(), name="frame_cond",
-                                     **kw)(
-              emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
-      # emb [B, T, E]; field [B, T, H, W, level-0 width] or None
+      emb, field, gain = FrameConditioning(*self.frame_conditioning_sizes(),
+                                           name="frame_cond", **kw)(
+          emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
+      # emb [B, T, E]; field [B, T, H, W, level-0 width], gain [.., out_channels] or None
     x = z
     if self.cond == "ssr":
       x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
@@ -362,6 +368,8 @@ class UNet3D(nn.Module):
     rgb_out = ("conv_t", "conv_h", "conv_w", "conv_in", "image_channels")
     out = conv3d(self.out_channels, (1, 3, 3), zero_init=True, axes=rgb_out, name="out",
                  **kw)(x)
+    if gain is not None:  # zero at init: the same function
+      out = out * (1 + gain.astype(out.dtype))
     return out.astype(jnp.float32)
 
 

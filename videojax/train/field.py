@@ -8,7 +8,10 @@ the module, and the output conv is linear, so for every input
 
     network(z) = frozen(z) + conv_out(field),   frozen(z): the network with no field
 
-exactly (`field_output`; the test checks it). The frozen stage therefore runs once, in
+exactly (`field_output`; the test checks it), and with `frame_gain` (a second map of
+the same kind that the network's output is multiplied by)
+
+    network(z) = (frozen(z) + conv_out(field)) * (1 + gain). The frozen stage therefore runs once, in
 inference, over a fixed set of (clip, noise level, noise) examples, and the field is
 fitted on those cached outputs with the stage's own loss at the cost of a small MLP and
 one convolution per step: no backward pass through the U-Net.
@@ -40,54 +43,63 @@ FIELD_MODULE = "frame_cond"
 FROZEN_PART = "out"  # FrameConditioning's FiLM output: held at zero (see the docstring)
 
 
-def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0
-               ) -> tuple[Any, ml_collections.ConfigDict]:
+def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0,
+               gain: bool = False) -> tuple[Any, ml_collections.ConfigDict]:
   """A trained stage's (params, config) with a frame field added (zero: same function).
 
-  A stage that has a field already is returned as it is (its field is fitted further).
-  Raises ValueError (from the U-Net) for a model that cannot have one, and for a stage
-  without text.
+  With `gain`, also the field's gain (`model.frame_gain`, zero at first). What the stage
+  has already (a fitted field) is kept and fitted further; only missing parts are added.
+  Raises ValueError (from the U-Net) for a model that cannot have one, for a stage
+  without text, and for one whose field module already drives its FiLM.
   """
   if not config.model.text_dim:
     raise ValueError("A frame field reads the caption; this stage has no text "
                      "(model.text_dim = 0).")
   config = ml_collections.ConfigDict(config.to_dict())
-  if config.model.get("frame_field", False):
-    out = params["params"][FIELD_MODULE][FROZEN_PART]
-    if any(np.any(np.asarray(a) != 0) for a in jax.tree.leaves(out)):
-      raise ValueError(f"This stage's {FIELD_MODULE}/{FROZEN_PART} (its per-frame FiLM) is "
-                       "not zero, so the rest of the network depends on the field module "
-                       "and it cannot be fitted alone; fine-tune it with the trainer.")
+  has = dict(params["params"].get(FIELD_MODULE, {})) if config.model.get(
+      "frame_field", False) else {}
+  if has and any(np.any(np.asarray(a) != 0) for a in jax.tree.leaves(has[FROZEN_PART])):
+    raise ValueError(f"This stage's {FIELD_MODULE}/{FROZEN_PART} (its per-frame FiLM) is "
+                     "not zero, so the rest of the network depends on the field module "
+                     "and it cannot be fitted alone; fine-tune it with the trainer.")
+  gain = gain or bool(config.model.get("frame_gain", False))
+  if has and gain == bool(config.model.get("frame_gain", False)):
     return params, config
   config.model.frame_conditioning = True
   config.model.frame_field = True
+  config.model.frame_gain = gain
   model = unet3d.from_config(config.model)
   d = config.data
   z = jnp.zeros((1, d.frames, d.height, d.width, model.in_channels))
   init = jax.jit(lambda: nn.meta.unbox(model.init(
       jax.random.PRNGKey(seed), z, jnp.zeros((1,)), text=jnp.zeros((1, 1, model.text_dim)),
       text_mask=jnp.ones((1, 1)))))()  # also runs the U-Net's input checks
-  return {**params, "params": {**params["params"],
-                               FIELD_MODULE: init["params"][FIELD_MODULE]}}, config
+  module = {**init["params"][FIELD_MODULE], **has}  # fitted parts kept, new ones at zero
+  return {**params, "params": {**params["params"], FIELD_MODULE: module}}, config
 
 
 def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Array,
-                 text_mask: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """conv_out(field): what the field adds to the network's output, [B, T, H, W, C_out].
+                 text_mask: jax.Array, shape: tuple[int, ...]
+                 ) -> tuple[jax.Array, jax.Array | None]:
+  """(conv_out(field), gain): the network is (frozen + conv_out(field)) * (1 + gain).
 
   Args:
     model, params: the U-Net with a field and its parameters.
     emb: [B, E] the clip's conditioning embedding (the output of `cond_emb`).
     text, text_mask: [B, L, D], [B, L].
     shape: (B, T, H, W, C_in) of the noisy input.
+
+  Returns:
+    [B, T, H, W, C_out] and the gain of that shape, or None without `frame_gain`.
   """
   _, t, h, w, _ = shape
   p = params["params"]
-  _, field = FrameConditioning(*model.frame_conditioning_sizes()).apply({"params": p[FIELD_MODULE]}, emb, t, text, text_mask,
-                                  None, (h, w))  # [B, T, H, W, C]
+  _, field, gain = FrameConditioning(*model.frame_conditioning_sizes()).apply(
+      {"params": p[FIELD_MODULE]}, emb, t, text, text_mask, None, (h, w))  # [B, T, H, W, C]
   kernel = jnp.asarray(p["out"]["kernel"], jnp.float32)  # [1, 3, 3, C, C_out]: linear
-  return jax.lax.conv_general_dilated(field, kernel, (1, 1, 1), "SAME",
-                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  out = jax.lax.conv_general_dilated(field, kernel, (1, 1, 1), "SAME",
+                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  return out, gain
 
 
 def frozen_outputs(model: unet3d.UNet3D, params: Any) -> Callable:
@@ -177,8 +189,9 @@ def fit(model: unet3d.UNet3D, params: Any, cache: dict[str, np.ndarray], *, step
 
   def loss_fn(fc, b):
     p = {**params, "params": {**params["params"], FIELD_MODULE: fc}}
-    pred = b["frozen"] + field_output(model, p, b["emb"], b["text"], b["text_mask"],
-                                      (len(b["emb"]),) + shape)
+    out, gain = field_output(model, p, b["emb"], b["text"], b["text_mask"],
+                             (len(b["emb"]),) + shape)
+    pred = b["frozen"] + out if gain is None else (b["frozen"] + out) * (1 + gain)
     return jnp.mean((pred - b["target"]) ** 2)
 
   @jax.jit
