@@ -201,19 +201,19 @@ class FrameConditioning(nn.Module):
     - with `field_channels`, a per-frame map [B, T, H, W, field_channels] over the
       frame's coordinates (`coordinate_features`), which the U-Net adds to the
       features its output conv reads: the caption can say "early frames: the object
-      on the right".
-  Both output layers are zero-initialised (a trained model keeps its function when this
-  is added) while the rest is not, so the gradient of either output is first order
-  from the first step. Examples flagged `is_image` get the clip embedding and no map.
+      on the right";
+    - with `gain_channels`, a map of the same kind (plus a constant) that the U-Net
+      multiplies its output by, (1 + gain).
+  The output layers are zero-initialised (a trained model keeps its function when this
+  is added) while the rest is not, so the gradient of each output is first order
+  from the first step. Examples flagged `is_image` get the clip embedding and no maps.
 
   The text enters as the max over tokens of a per-token projection (after LayerNorm),
   not as an attention-pooled average: captions that differ in one word ("left" /
-  "right") have nearly the same average (MiniLM: 6% apart after attention pooling, 9%
-  in the MLP's hidden layer), and the map could not learn the direction from that
-  (fitted alone on 384 clips at log-SNR -6 with the network frozen, 400 full-batch
-  steps: caption-swap x0 MSE ratio 1.000 with attention pooling, 1.028 with the max,
-  1.30 with a one-hot direction token as the text). The 1.028 did not reproduce in
-  session 8 (0.9995 at a higher rate; other read-outs 1.000-1.006).
+  "right") have nearly the same average (MiniLM: 6% apart after attention pooling).
+  Learning the sign this way needs many examples: fitted with the network frozen
+  (`videojax.train.field`) the map memorised the captions of 512 clips and learned
+  the sign from 4096-8192 (benchmarks/results/direction_field.md).
   """
 
   dim: int

@@ -152,10 +152,13 @@ class UNet3D(nn.Module):
       init): what lets the caption place the object differently in early and late
       frames (see FrameConditioning). It sits at the output rather than after the stem
       because at high noise, where that placement is decided, the network's output
-      hardly depends on its input, so a map at the stem gets little gradient. It has
-      not yet learned the direction prior: fitted alone with the network frozen it
-      reached a caption-swap ratio of 1.028 once (session 7) and 1.000-1.006 in later
-      fits, and no training run moved the ratio (benchmarks/results/direction_sign.md).
+      hardly depends on its input, so a map at the stem gets little gradient. Training
+      runs never moved it; fitted on the frozen demo base from cached outputs
+      (`videojax.train.field`, 8192 clips) it learned the sign of the motion
+      (benchmarks/results/direction_field.md).
+    frame_gain: with frame_field, a second map of that kind (plus a constant) that the
+      output is multiplied by, (1 + gain), zero at init: lets the caption weigh down
+      what the rest of the network predicts, e.g. a path it reads out of pure noise.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
     attn_query_chunk: spatial attention goes over this many queries at a time in
