@@ -58,11 +58,6 @@ def _randomised_field(params, scale=0.3, seed=4):
                                                     fc[field.FROZEN_PART]}}}
 
 
-def _network(frozen, added):
-  out, gain = added
-  return frozen + out if gain is None else (frozen + out) * (1 + gain)
-
-
 @pytest.mark.parametrize("gain", [False, True])
 def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field(gain):
   config, params = _stage()
@@ -83,7 +78,7 @@ def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field(
   for part in added[:1 + gain]:  # the field (and the gain) do change the output...
     assert float(jnp.abs(part).mean()) > 1e-2
   scale = max(1.0, float(jnp.abs(full).max()))
-  np.testing.assert_allclose(_network(frozen, added), full, rtol=1e-4,
+  np.testing.assert_allclose(field.combine(frozen, *added), full, rtol=1e-4,
                              atol=1e-5 * scale)  # ...exactly so
 
 
@@ -116,7 +111,8 @@ def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero(gain):
   teacher = _randomised_field(p, scale=0.5, seed=7)
   z, ls, text, mask = (jnp.concatenate([a] * 4) for a in _inputs(config))
   frozen, emb = field.frozen_outputs(model, p)(z, ls, text, mask)
-  target = _network(frozen, field.field_output(model, teacher, emb, text, mask, z.shape))
+  target = field.combine(frozen, *field.field_output(model, teacher, emb, text, mask,
+                                                     z.shape))
   cache = {k: np.asarray(v) for k, v in dict(frozen=frozen, target=target, emb=emb, text=text,
                                              text_mask=mask).items()}
   before = float(np.mean((cache["frozen"] - cache["target"]) ** 2))
@@ -124,9 +120,9 @@ def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero(gain):
   fitted = field.fit(model, p, cache, steps=300, batch_size=8, learning_rate=1e-2,
                      log_every=100, log=lambda i, loss: losses.append((i, loss)))
   assert [i for i, _ in losses] == [100, 200, 300]
-  pred = _network(cache["frozen"], field.field_output(model, fitted, cache["emb"],
-                                                      cache["text"], cache["text_mask"],
-                                                      z.shape))
+  parts = field.field_output(model, fitted, cache["emb"], cache["text"], cache["text_mask"],
+                             z.shape)
+  pred = field.combine(cache["frozen"], *parts)
   after = float(np.mean((pred - cache["target"]) ** 2))
   assert before > 1e-3 and after < 0.2 * before, (before, after)
   fc = fitted["params"][field.FIELD_MODULE]

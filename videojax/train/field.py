@@ -11,10 +11,12 @@ the module, and the output conv is linear, so for every input
 exactly (`field_output`; the test checks it), and with `frame_gain` (a second map of
 the same kind that the network's output is multiplied by)
 
-    network(z) = (frozen(z) + conv_out(field)) * (1 + gain). The frozen stage therefore runs once, in
-inference, over a fixed set of (clip, noise level, noise) examples, and the field is
-fitted on those cached outputs with the stage's own loss at the cost of a small MLP and
-one convolution per step: no backward pass through the U-Net.
+    network(z) = (frozen(z) + conv_out(field)) * (1 + gain).
+
+The frozen stage therefore runs once, in inference, over a fixed set of (clip, noise
+level, noise) examples, and the field is fitted on those cached outputs with the
+stage's own loss at the cost of a small MLP and one convolution per step: no backward
+pass through the U-Net.
 
 What it is for: the demo base (`configs/base.py:demo`) learned every attribute of a
 caption but the sign of the motion ("left" / "right"), whose use needs the word, the
@@ -100,6 +102,11 @@ def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Ar
   out = jax.lax.conv_general_dilated(field, kernel, (1, 1, 1), "SAME",
                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
   return out, gain
+
+
+def combine(frozen: jax.Array, out: jax.Array, gain: jax.Array | None) -> jax.Array:
+  """The network's output from its parts: (frozen + conv_out(field)) * (1 + gain)."""
+  return frozen + out if gain is None else (frozen + out) * (1 + gain)
 
 
 def frozen_outputs(model: unet3d.UNet3D, params: Any) -> Callable:
@@ -191,8 +198,7 @@ def fit(model: unet3d.UNet3D, params: Any, cache: dict[str, np.ndarray], *, step
     p = {**params, "params": {**params["params"], FIELD_MODULE: fc}}
     out, gain = field_output(model, p, b["emb"], b["text"], b["text_mask"],
                              (len(b["emb"]),) + shape)
-    pred = b["frozen"] + out if gain is None else (b["frozen"] + out) * (1 + gain)
-    return jnp.mean((pred - b["target"]) ** 2)
+    return jnp.mean((combine(b["frozen"], out, gain) - b["target"]) ** 2)
 
   @jax.jit
   def step(fc, opt_state, b):
