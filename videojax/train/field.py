@@ -64,8 +64,9 @@ def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0,
     raise ValueError(f"This stage's {FIELD_MODULE}/{FROZEN_PART} (its per-frame FiLM) is "
                      "not zero, so the rest of the network depends on the field module "
                      "and it cannot be fitted alone; fine-tune it with the trainer.")
-  gain = gain or bool(config.model.get("frame_gain", False))
-  if has and gain == bool(config.model.get("frame_gain", False)):
+  had_gain = bool(config.model.get("frame_gain", False))
+  gain = gain or had_gain
+  if has and gain == had_gain:  # nothing to add
     return params, config
   config.model.frame_conditioning = True
   config.model.frame_field = True
