@@ -23,7 +23,7 @@ raw parameters instead of its EMA).
 `--commit N` instead asks *when* sampling decides the direction: N validation prompts
 are sampled with the demo cascade's base settings (read from configs/cascades/demo.py:
 DDIM, 16 steps since session 9 (32 before), guidance 3, dynamic thresholding), and the
-guided x0 prediction at every second grid point is compared with the final video: the sign of the object's displacement along the caption's axis (the
+guided x0 prediction at every grid point is compared with the final video: the sign of the object's displacement along the caption's axis (the
 centroid of |x - background| from the first to the last frame) agrees with the final
 video's (and with the caption's) in what fraction of the prompts.
 """
@@ -31,6 +31,7 @@ video's (and with the caption's) in what fraction of the prompts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 import jax
@@ -113,7 +114,7 @@ def signed_motion(videos: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
 
 def commit_profile(params, config, captions: list[str], settings: SampleSettings,
                    seed: int = 0) -> list[tuple[float, float, float]]:
-  """[(log-SNR, agreement with the final sign, agreement with the caption)] per 2nd step,
+  """[(log-SNR, agreement with the final sign, agreement with the caption)] per step,
   sampled with a stage's `settings` (sampler, steps, guidance, thresholding)."""
   model = unet3d.from_config(config.model)
   encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
@@ -123,7 +124,7 @@ def commit_profile(params, config, captions: list[str], settings: SampleSettings
   cond = {"text": text, "text_mask": mask}
   net = lambda z, ls, **c: model.apply(params, z, ls, **c)  # noqa: E731
   guided = diffusion.classifier_free_guidance(net, {"text": null, "text_mask": null_mask},
-                                              settings.guidance_scale)
+                                              settings.guidance())
   clip = diffusion.make_x0_transform(settings.threshold, settings.percentile)
   clip = clip or (lambda x0: x0)
   num_steps = settings.num_steps
@@ -144,7 +145,7 @@ def commit_profile(params, config, captions: list[str], settings: SampleSettings
   want = np.array([1.0 if w in ("right", "down") else -1.0 for w in words])
   end = signed_motion(np.asarray(final), horizontal)
   rows = [(float(grid[k]), float(np.mean(s == end)), float(np.mean(s == want)))
-          for k in range(0, num_steps, 2)
+          for k in range(num_steps)
           for s in [signed_motion(np.asarray(x0_at(traj[k], grid[k])), horizontal)]]
   return rows + [(float("inf"), 1.0, float(np.mean(end == want)))]
 
@@ -161,6 +162,9 @@ def main() -> None:
   parser.add_argument("--clips", type=int, default=48)
   parser.add_argument("--logsnrs", default="-6,-4,-2,0,2")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--noisy_guidance", type=float, default=None,
+                      help="--commit: the guidance scale below log-SNR --noisy_logsnr")
+  parser.add_argument("--noisy_logsnr", type=float, default=-3.0)
   parser.add_argument("--out", default="", help="also write the table to this markdown file")
   parser.add_argument("--commit", type=int, default=0,
                       help="instead: when sampling decides the sign, over this many prompts")
@@ -168,12 +172,14 @@ def main() -> None:
   params, config = weights.load(args.weights, key=args.key)
   if args.commit:
     caps = prompts("validation", args.commit, seed=args.seed)
+    settings = dataclasses.replace(_demo_base_settings(), noisy_guidance_scale=args.noisy_guidance,
+                                   noisy_logsnr=args.noisy_logsnr)
     lines = [f"Sign of the guided x0 prediction during DDIM sampling, `{args.weights}` "
              f"({args.key}), {args.commit} validation prompts", "",
              "| log-SNR | agrees with the final video | agrees with the caption |",
              "|---|---|---|"]
     lines += [f"| {ls:.2f} | {a:.2f} | {b:.2f} |" for ls, a, b in
-              commit_profile(params, config, caps, _demo_base_settings(), args.seed)]
+              commit_profile(params, config, caps, settings, args.seed)]
     print("\n".join(lines))
     return
   logsnrs = [float(v) for v in args.logsnrs.split(",")]

@@ -56,6 +56,21 @@ def test_cfg_scale_can_be_traced_under_jit():
   np.testing.assert_allclose(run(1.0), denoise(Z, LOGSNR, text=TEXT), atol=1e-6)
 
 
+def test_noisy_end_guidance_uses_its_scale_below_the_cutoff_only():
+  # LOGSNR = (-1, 0, 2): with the cutoff at 0.5 the first two examples get the noisy
+  # scale and the third the other; the mix is the closed form per example.
+  denoise, _ = _net()
+  scale = G.noisy_end_guidance(2.0, 7.0, below_logsnr=0.5)
+  np.testing.assert_array_equal(scale(LOGSNR), [7.0, 7.0, 2.0])
+  out = G.classifier_free_guidance(denoise, {"text": NULL}, scale)(Z, LOGSNR, text=TEXT)
+  cond, uncond = denoise(Z, LOGSNR, text=TEXT), denoise(Z, LOGSNR, text=NULL)
+  want = uncond + jnp.array([7.0, 7.0, 2.0])[:, None, None] * (cond - uncond)
+  np.testing.assert_allclose(out, want, atol=1e-6)
+  same = G.classifier_free_guidance(denoise, {"text": NULL}, G.noisy_end_guidance(
+      2.0, 2.0, 0.5))(Z, LOGSNR, text=TEXT)
+  np.testing.assert_allclose(same, uncond + 2.0 * (cond - uncond), atol=1e-6)
+
+
 def test_guidance_is_the_same_in_every_parameterization():
   # For fixed z the conversions are affine, so guiding v and converting equals
   # converting both halves and guiding eps.

@@ -185,3 +185,36 @@ def test_stage_sampler_walks_the_configured_step_spacing():
   assert float(jnp.max(jnp.abs(out["uniform"] - out["logsnr"]))) > 1e-3
   with pytest.raises(ValueError, match="sample.spacing must be one of"):
     SampleSettings.from_config({"spacing": "linear"})
+
+
+class _TextV(nn.Module):
+  """v depends on the text (and the log-SNR), so guidance changes the video."""
+  cond: str | None = None
+
+  @nn.compact
+  def __call__(self, z, logsnr, text=None, text_mask=None, **kw):
+    w = self.param("w", nn.initializers.ones, ())
+    t = jnp.mean(text, axis=(1, 2))[:, None, None, None, None]
+    return w * (jnp.sin(logsnr)[:, None, None, None, None] + t) * jnp.ones_like(z) + 0.1 * z
+
+
+def test_noisy_end_guidance_switches_scale_at_its_log_snr():
+  # A cutoff below the whole grid is the plain scale, one above it the noisy scale at
+  # every step; a cutoff inside the grid gives a third video.
+  model, schedule = _TextV(), diffusion.get_schedule("cosine")
+  shape, rng = (2, 2, 4, 4, 3), jax.random.PRNGKey(3)
+  cond = {"text": jnp.full((2, 3, 4), 0.5), "text_mask": jnp.ones((2, 3))}
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros(shape), jnp.zeros((2,)), **cond)
+
+  def run(**kw):
+    settings = SampleSettings(num_steps=6, threshold="none", **kw)
+    return make_stage_sampler(model, schedule, "v", settings)(params, shape, cond, rng)
+
+  plain, strong = run(guidance_scale=2.0), run(guidance_scale=6.0)
+  np.testing.assert_allclose(run(guidance_scale=2.0, noisy_guidance_scale=6.0,
+                                 noisy_logsnr=-100.0), plain, atol=1e-6)
+  np.testing.assert_allclose(run(guidance_scale=2.0, noisy_guidance_scale=6.0,
+                                 noisy_logsnr=100.0), strong, atol=1e-6)
+  mixed = run(guidance_scale=2.0, noisy_guidance_scale=6.0, noisy_logsnr=0.0)
+  assert float(jnp.max(jnp.abs(mixed - plain))) > 1e-3
+  assert float(jnp.max(jnp.abs(mixed - strong))) > 1e-3

@@ -36,6 +36,10 @@ class SampleSettings:
       at the noisy end, where a base decides the layout and the motion) or 'karras'
       (`diffusion.step_grid`).
     guidance_scale: classifier-free guidance scale (1: conditional only, no guidance).
+    noisy_guidance_scale: None for one scale throughout; or the scale used at the steps
+      below `noisy_logsnr` (the noisy end, where a base decides layout and motion;
+      `diffusion.noisy_end_guidance`).
+    noisy_logsnr: where the noisy end stops (log-SNR).
     threshold: x0 clipping: 'none', 'static' or 'dynamic'.
     percentile: the dynamic-thresholding percentile.
     aug_level: conditioning-augmentation level in [0, 1] of the conditioning video.
@@ -48,6 +52,8 @@ class SampleSettings:
   num_steps: int = 32
   spacing: str = "uniform"
   guidance_scale: float = 3.0
+  noisy_guidance_scale: float | None = None
+  noisy_logsnr: float = -3.0
   threshold: str = "dynamic"
   percentile: float = 0.995
   aug_level: float = 0.0
@@ -69,6 +75,14 @@ class SampleSettings:
       raise ValueError(f"sample.aug_level must be in [0, 1], got {s.aug_level}.")
     diffusion.make_x0_transform(s.threshold, s.percentile)  # validates both
     return s
+
+  def guidance(self):
+    """The scale `diffusion.classifier_free_guidance` takes: a number, or a function of
+    the log-SNR with `noisy_guidance_scale`."""
+    if self.noisy_guidance_scale is None:
+      return self.guidance_scale
+    return diffusion.noisy_end_guidance(self.guidance_scale, self.noisy_guidance_scale,
+                                        self.noisy_logsnr)
 
 
 def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
@@ -118,11 +132,11 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
     fn = lambda z, logsnr, **c: denoise(params, z, logsnr, **c)  # noqa: E731
-    if "text" in cond and settings.guidance_scale != 1.0:
+    scale = settings.guidance()
+    if "text" in cond and (callable(scale) or scale != 1.0):
       b, length, dim = cond["text"].shape
       emb, mask = null_text(b, length, dim)
-      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
-                                              settings.guidance_scale)
+      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask}, scale)
     transform = x0_transform  # acts on the video's x0 prediction (None: none)
     if known is not None:
       given, given_mask = known

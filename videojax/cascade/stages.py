@@ -154,8 +154,11 @@ def describe(stages: list[Stage]) -> str:
   for s in stages:
     t, h, w, fps = s.output
     src = "text" if s.input is None else "{}x{}x{} @ {:g} fps".format(*s.input)
+    guidance = f"{s.sample.guidance_scale:g}"
+    if s.sample.noisy_guidance_scale is not None:
+      guidance += (f" ({s.sample.noisy_guidance_scale:g} below log-SNR "
+                   f"{s.sample.noisy_logsnr:g})")
     lines.append(f"{s.name:>6} ({s.kind}): {src} -> {t}x{h}x{w} @ {fps:g} fps; "
-                 f"{s.sample.sampler} x {s.sample.num_steps}, guidance "
-                 f"{s.sample.guidance_scale:g}")
+                 f"{s.sample.sampler} x {s.sample.num_steps}, guidance {guidance}")
   return "\n".join(lines)
 

@@ -44,7 +44,8 @@ def classifier_free_guidance(denoise_fn: DenoiseFn, null_cond: dict[str, Any],
       as the `cond` the sampler passes (e.g. the null text embedding, broadcast to the
       batch); keys absent from it (a conditioning video, say) are shared by both halves.
     guidance_scale: scalar or [B]; may be a traced value, so one compiled sampler
-      serves every scale.
+      serves every scale. Or a function of the log-SNR [B] -> scale [B], for a scale
+      that depends on the noise level (`noisy_end_guidance`).
 
   Returns:
     guided(z, logsnr, **cond) that calls denoise_fn once on a batch of 2B
@@ -69,9 +70,22 @@ def classifier_free_guidance(denoise_fn: DenoiseFn, null_cond: dict[str, Any],
     logsnr2 = jnp.broadcast_to(jnp.asarray(logsnr), (batch,))
     pred = denoise_fn(jnp.concatenate([z, z], axis=0),
                       jnp.concatenate([logsnr2, logsnr2], axis=0), **both)
-    return guided_prediction(pred[:batch], pred[batch:], guidance_scale)
+    scale = guidance_scale(logsnr2) if callable(guidance_scale) else guidance_scale
+    return guided_prediction(pred[:batch], pred[batch:], scale)
 
   return guided
+
+
+def noisy_end_guidance(scale: float, noisy_scale: float, below_logsnr: float
+                       ) -> Callable[[Array], Array]:
+  """A guidance scale of the log-SNR: `noisy_scale` below `below_logsnr`, else `scale`.
+
+  A base decides the layout and the motion in its first, noisiest steps and the
+  colours' saturation in its later ones; a strong scale only at the noisy end pushes
+  the caption where the video is decided without over-saturating what comes after
+  (guidance limited to an interval of noise levels: Kynkaanniemi et al. 2024).
+  """
+  return lambda logsnr: jnp.where(logsnr < below_logsnr, noisy_scale, scale)
 
 
 def static_threshold(x0: Array) -> Array:
