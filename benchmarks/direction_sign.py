@@ -24,8 +24,9 @@ raw parameters instead of its EMA).
 are sampled with the demo cascade's base settings (read from configs/cascades/demo.py:
 DDIM, 16 steps since session 9 (32 before), guidance 3, dynamic thresholding), and the
 guided x0 prediction at every grid point is compared with the final video: the sign
-of the object's displacement along the caption's axis (the centroid of |x - background| from the first to the last frame) agrees with the final
-video's (and with the caption's) in what fraction of the prompts.
+of the object's displacement along the caption's axis (the centroid of |x - background|
+from the first to the last frame) agrees with the final video's (and with the
+caption's) in what fraction of the prompts.
 """
 
 from __future__ import annotations
