@@ -173,7 +173,8 @@ def main() -> None:
   params, config = weights.load(args.weights, key=args.key)
   if args.commit:
     caps = prompts("validation", args.commit, seed=args.seed)
-    settings = dataclasses.replace(_demo_base_settings(), noisy_guidance_scale=args.noisy_guidance,
+    settings = dataclasses.replace(_demo_base_settings(),
+                                   noisy_guidance_scale=args.noisy_guidance,
                                    noisy_logsnr=args.noisy_logsnr)
     lines = [f"Sign of the guided x0 prediction during DDIM sampling, `{args.weights}` "
              f"({args.key}), {args.commit} validation prompts", "",

@@ -76,6 +76,11 @@ class SampleSettings:
     diffusion.make_x0_transform(s.threshold, s.percentile)  # validates both
     return s
 
+  @property
+  def guides(self) -> bool:
+    """Whether a text stage samples with classifier-free guidance (two halves per call)."""
+    return self.guidance_scale != 1.0 or self.noisy_guidance_scale is not None
+
   def guidance(self):
     """The scale `diffusion.classifier_free_guidance` takes: a number, or a function of
     the log-SNR with `noisy_guidance_scale`."""
@@ -132,11 +137,11 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
     fn = lambda z, logsnr, **c: denoise(params, z, logsnr, **c)  # noqa: E731
-    scale = settings.guidance()
-    if "text" in cond and (callable(scale) or scale != 1.0):
+    if "text" in cond and settings.guides:
       b, length, dim = cond["text"].shape
       emb, mask = null_text(b, length, dim)
-      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask}, scale)
+      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
+                                              settings.guidance())
     transform = x0_transform  # acts on the video's x0 prediction (None: none)
     if known is not None:
       given, given_mask = known

@@ -417,14 +417,14 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
     shapes["text"] = ((batch_size, config.text.max_len, model.text_dim), jnp.float32)
     shapes["text_mask"] = ((batch_size, config.text.max_len), jnp.int32)
   inputs = _abstract(shapes, mesh)
-  guided = bool(model.text_dim) and sample.guidance_scale != 1.0
+  guided = bool(model.text_dim) and sample.guides
 
   def denoise(params, z, logsnr, cond):
     fn = lambda z, logsnr, **c: model.apply(params, z, logsnr, **c)
     if guided:
       emb, mask = null_text(*cond["text"].shape)
       fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
-                                              sample.guidance_scale)
+                                              sample.guidance())
     return fn(z, logsnr, **cond)
 
   start = time.time()
