@@ -14,7 +14,7 @@ ASSETS = "videojax/assets/demo"
 
 def _stage(config, output, checkpoint, **sample):
   s = ml_collections.ConfigDict()
-  s.config = config  # the stage's training config
+  s.config = config  # the stage's training config ('': the one its checkpoint records)
   s.checkpoint = checkpoint  # exported weights ('' = random, for dry runs)
   s.output = output  # (frames, height, width, fps) it makes; checked against the config
   s.frame_chunk = 0  # ssr only: frames sampled at a time (0: all)

@@ -106,6 +106,32 @@ def test_non_finite_stage_output_is_an_error(tiny_cascade):
     tiny_cascade.sample([], seed=0)
 
 
+def test_stage_config_read_from_its_weights(tiny_cascade, tmp_path):
+  """config '' takes the training config the weights were exported with: the same
+  stages, the same video as the config file gives."""
+  from videojax.cascade import weights
+
+  want = tiny_cascade.sample(PROMPTS, seed=0)
+  c = S.load_config_file("configs/cascades/tiny.py")
+  for runner in tiny_cascade._runners:
+    name = runner.stage.name
+    weights.save(str(tmp_path / name), runner.params, runner.stage.config, dtype="float32")
+    c.stages[name].update(dict(config="", checkpoint=str(tmp_path / name)))
+  cascade = Cascade.load(c)
+  for got, ref in zip(cascade.stages, tiny_cascade.stages):
+    assert (got.kind, got.input, got.output, got.channels) == \
+        (ref.kind, ref.input, ref.output, ref.channels)
+    assert json.dumps(got.config.to_dict(), sort_keys=True) == \
+        json.dumps(ref.config.to_dict(), sort_keys=True)
+  np.testing.assert_array_equal(cascade.sample(PROMPTS, seed=0), want)
+  c.stages.tsr.checkpoint = ""
+  with pytest.raises(ValueError, match="Stage 'tsr' has neither a config nor a checkpoint"):
+    S.stages_from_config(c)
+  c.stages.tsr.checkpoint = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="No stage weights at"):
+    S.stages_from_config(c)
+
+
 def test_sample_cli_writes_videos_and_never_overwrites(tmp_path):
   env = dict(os.environ, VIDEOJAX_JAX_CACHE=jax.config.jax_compilation_cache_dir or "")
   out = str(tmp_path / "clip.gif")

@@ -168,5 +168,8 @@ def test_refuse_another_model_and_export(tiny_data_dir, tmp_path, straight):
     np.testing.assert_array_equal(b, np.asarray(c))
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # float16 storage
   assert config.model.base_channels == _config(tiny_data_dir).model.base_channels
+  # The config alone (no arrays read) is the same from the export and the workdir.
+  assert weights.load_config(out).to_dict() == weights.load_config(straight).to_dict() == \
+      config.to_dict()
   with pytest.raises(FileExistsError, match="exists; export into a new directory"):
     weights.export(straight, out)

@@ -3,8 +3,9 @@
 A cascade config (configs/cascades/*.py) is an ml_collections ConfigDict:
   text       the frozen text encoder every stage is conditioned on (encoder, path, max_len).
   order      stage names, first to last.
-  stages     per name: config ('configs/tsr.py:demo', a stage training config), checkpoint
-             (an exported directory or a training workdir; '' for none), output
+  stages     per name: config ('configs/tsr.py:demo', a stage training config; '' for
+             the one recorded with the checkpoint), checkpoint (an exported directory or
+             a training workdir; '' for none: random weights), output
              (frames, height, width, fps), sample (SampleSettings fields), frame_chunk
              (SSR only: sample this many frames at a time; 0 = all).
 A stage's input follows from its kind: base takes text only; tsr takes the previous
@@ -18,8 +19,10 @@ import dataclasses
 import importlib.util
 import os
 import sys
+
 import ml_collections
 
+from videojax.cascade import weights
 from videojax.cascade.sampling import SampleSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -131,10 +134,18 @@ def stages_from_config(cascade: ml_collections.ConfigDict, root: str = ROOT) -> 
       raise ValueError(f"Cascade order names {name!r} but stages has only "
                        f"{sorted(cascade.stages)}.")
     s = cascade.stages[name]
-    config = s.config if isinstance(s.config, ml_collections.ConfigDict) else \
-        load_config_file(s.config, root)
-    stage = Stage(name, config, _resolve(s.get("checkpoint", ""), root),
-                  SampleSettings.from_config(s.sample), int(s.get("frame_chunk", 0)))
+    checkpoint = _resolve(s.get("checkpoint", ""), root)
+    if isinstance(s.config, ml_collections.ConfigDict):
+      config = s.config
+    elif s.config:
+      config = load_config_file(s.config, root)
+    elif checkpoint:  # '': the config its weights were trained with
+      config = weights.load_config(checkpoint)
+    else:
+      raise ValueError(f"Stage {name!r} has neither a config nor a checkpoint; name its "
+                       "training config (e.g. 'configs/base.py:demo') or its weights.")
+    stage = Stage(name, config, checkpoint, SampleSettings.from_config(s.sample),
+                  int(s.get("frame_chunk", 0)))
     declared = tuple(s.output)
     if any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(declared, stage.output)):
       raise ValueError(f"Stage {name!r} declares output {declared} (frames, height, width, "

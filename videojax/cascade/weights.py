@@ -80,20 +80,36 @@ def load(path: str, key: str = "ema_params") -> tuple[Any, ml_collections.Config
 
   `key` picks the parameters of a training workdir ('ema_params' or 'params').
   """
-  found = kind(path)
-  if found == "export":
+  if _kind_or_raise(path) == "export":
     with open(os.path.join(path, PARAMS), "rb") as f:
       params = flax.serialization.msgpack_restore(f.read())
-    with open(os.path.join(path, CONFIG)) as f:
-      config = json.load(f)
-  elif found == "workdir":
+    config = load_config(path)
+  else:
     from videojax.train.checkpoint import Checkpointer
 
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30)
     params, config = ckpt.read_params(key=key)
     ckpt.close()
-  else:
+    config = ml_collections.ConfigDict(config)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  return params, config
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """The training config recorded with an export or a training workdir (its latest
+  checkpoint), without reading the parameters."""
+  if _kind_or_raise(path) == "export":
+    with open(os.path.join(path, CONFIG)) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  from videojax.train.checkpoint import Checkpointer
+
+  with Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30) as ckpt:
+    return ml_collections.ConfigDict(ckpt.read_config())
+
+
+def _kind_or_raise(path: str) -> str:
+  found = kind(path)
+  if found is None:
     raise FileNotFoundError(f"No stage weights at {path!r}: expected an exported directory "
                             f"({PARAMS}, {CONFIG}) or a training workdir with checkpoints/.")
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  return params, ml_collections.ConfigDict(config)
+  return found

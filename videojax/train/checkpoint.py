@@ -262,21 +262,30 @@ class Checkpointer:
     Returns:
       (params, config): the nested dict of numpy arrays and the config dict.
     """
-    self.wait()
-    steps = self.all_steps()
-    if not steps or (step is not None and int(step) not in steps):
-      raise FileNotFoundError(f"No checkpoint {'' if step is None else f'step {step} '}in "
-                              f"{self.directory}; available steps: {steps}.")
-    step = steps[-1] if step is None else int(step)
+    step = self._saved_step(step)
     path = str(ocp.step.build_step_path(self._mngr.directory, self._name_format, step))
     with warnings.catch_warnings():  # no target shardings: everything lands on the host
       warnings.simplefilter("ignore", UserWarning)
       state = ocp.PyTreeCheckpointer().restore(os.path.join(path, "state"))
     if key not in state:
       raise KeyError(f"The checkpoint's state has no {key!r}; it has {sorted(state)}.")
-    config = self._mngr.restore(step, args=ocp.args.Composite(
+    return jax.tree.map(np.asarray, state[key]), self.read_config(step)
+
+  def _saved_step(self, step: int | None) -> int:
+    """`step` (None: the latest) once pending saves are written; FileNotFoundError if
+    it was not saved."""
+    self.wait()
+    steps = self.all_steps()
+    if not steps or (step is not None and int(step) not in steps):
+      raise FileNotFoundError(f"No checkpoint {'' if step is None else f'step {step} '}in "
+                              f"{self.directory}; available steps: {steps}.")
+    return steps[-1] if step is None else int(step)
+
+  def read_config(self, step: int | None = None) -> dict:
+    """The config saved with a step (None: the latest), without reading any array."""
+    step = self._saved_step(step)
+    return self._mngr.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
-    return jax.tree.map(np.asarray, state[key]), config
 
   def wait(self) -> None:
     """Blocks until every pending asynchronous save is written and finalized."""
