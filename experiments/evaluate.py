@@ -83,10 +83,13 @@ def _report(results) -> str:
               "| stage on data | n | stage PSNR | baseline PSNR | stage SSIM | baseline SSIM |",
               "|---|---|---|---|---|---|"]
     for key, r in results["stages"].items():
-      b = "bicubic" if "psnr_bicubic" in r else "blend"
-      lines.append(f"| {key} | {r['n']} | {r['psnr']:.2f} | {r['psnr_' + b]:.2f} ({b}) | "
-                   f"{r['ssim']:.4f} | {r['ssim_' + b]:.4f} |")
-    lines += ["", "TSR is measured on the frames it generates (given frames are copied).", ""]
+      for b in ("bicubic", "bicubic_consistent", "blend"):
+        if "psnr_" + b in r:
+          lines.append(f"| {key} | {r['n']} | {r['psnr']:.2f} | {r['psnr_' + b]:.2f} ({b}) | "
+                       f"{r['ssim']:.4f} | {r['ssim_' + b]:.4f} |")
+    lines += ["", "TSR is measured on the frames it generates (given frames are copied); "
+              "bicubic_consistent is bicubic made consistent with the low-resolution input "
+              "(`conditioning.project_to_low_res`).", ""]
   lines += ["![report](report.png)", ""]
   return "\n".join(lines)
 

@@ -20,6 +20,8 @@ def test_perfect_stages_beat_baselines_and_identity_does_not():
   perfect = E.ssr_quality(lambda low, c: clips, clips, caps, 2)
   assert perfect["psnr"] == np.inf and perfect["ssim"] == 1.0
   assert np.isfinite(perfect["psnr_bicubic"]) and perfect["ssim_bicubic"] < 1.0
+  # Bicubic projected onto the input-consistent videos comes closer to the truth.
+  assert perfect["psnr_bicubic"] < perfect["psnr_bicubic_consistent"] < np.inf
   # A TSR stage that returns the linear blend scores exactly the blending baseline.
   from videojax.eval import quality
   blend = lambda given, c: np.stack([quality.blend_frames(g, 2, 8) for g in given])  # noqa

@@ -218,3 +218,49 @@ def test_noisy_end_guidance_switches_scale_at_its_log_snr():
   mixed = run(guidance_scale=2.0, noisy_guidance_scale=6.0, noisy_logsnr=0.0)
   assert float(jnp.max(jnp.abs(mixed - plain))) > 1e-3
   assert float(jnp.max(jnp.abs(mixed - strong))) > 1e-3
+
+
+def test_project_to_low_res_is_the_projection_onto_consistent_videos():
+  rng = np.random.default_rng(0)
+  truth = jnp.asarray(rng.uniform(-1, 1, (2, 3, 8, 8, 3)), jnp.float32)
+  blocks = lambda v: np.asarray(v).reshape(2, 3, 4, 2, 4, 2, 3)  # noqa: E731
+  low = jnp.asarray(blocks(truth).mean(axis=(3, 5)))
+  # Away from the clipping bounds each 2x2 block is shifted by one constant so that its
+  # mean becomes its pixel (DDNM's closed form).
+  near = 0.3 * truth + jnp.asarray(rng.normal(0, 0.05, truth.shape), jnp.float32)
+  out = blocks(C.project_to_low_res(near, 0.3 * low))
+  np.testing.assert_allclose(out.mean(axis=(3, 5)), 0.3 * low, atol=1e-6)
+  np.testing.assert_allclose(out - out.mean(axis=(3, 5), keepdims=True),
+                             blocks(near) - blocks(near).mean(axis=(3, 5), keepdims=True),
+                             atol=1e-6)
+  # Anywhere: consistent, in [-1, 1], the truth a fixed point, never farther from it
+  # than the video was, and idempotent (a projection).
+  far = jnp.asarray(rng.normal(0, 1.5, truth.shape), jnp.float32)
+  p = C.project_to_low_res(far, low)
+  np.testing.assert_allclose(blocks(p).mean(axis=(3, 5)), low, atol=1e-5)
+  assert float(jnp.max(jnp.abs(p))) <= 1.0
+  np.testing.assert_allclose(C.project_to_low_res(truth, low), truth, atol=1e-6)
+  dist = lambda v: float(jnp.linalg.norm(v - truth))  # noqa: E731
+  assert dist(p) < dist(jnp.clip(far, -1, 1)) < dist(far)
+  np.testing.assert_allclose(C.project_to_low_res(p, low), p, atol=1e-5)
+  with pytest.raises(ValueError, match="one integer factor"):
+    C.project_to_low_res(truth[:, :, :, :6], low)
+
+
+def test_consistent_ssr_sampler_matches_its_low_res_input():
+  # A network that is wrong everywhere, sampled with `consistency`, still gives a video
+  # whose box downsampling is its input; without it, it does not.
+  model, schedule = _ConstV(), diffusion.get_schedule("cosine")
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-0.8, maxval=0.8)
+  gap = {}
+  for consistency in (False, True):
+    settings = SampleSettings(num_steps=3, guidance_scale=1.0, threshold="none",
+                              consistency=consistency)
+    sampler = make_stage_sampler(model, schedule, "v", settings, residual=True)
+    out = sampler(params, (2, 4, 8, 8, 3), {"cond_video": low}, jax.random.PRNGKey(2))
+    down = np.asarray(out).reshape(2, 4, 4, 2, 4, 2, 3).mean(axis=(3, 5))
+    gap[consistency] = float(np.max(np.abs(down - np.asarray(low))))
+  assert gap[True] < 1e-5 and gap[False] > 0.1
+  with pytest.raises(ValueError, match="sample.consistency projects onto an SSR stage"):
+    make_stage_sampler(_ConstV(cond="tsr"), schedule, "v", SampleSettings(consistency=True))

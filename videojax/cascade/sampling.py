@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from videojax import diffusion
-from videojax.nn.conditioning import check_residual, conditioning_reference
+from videojax.nn.conditioning import check_residual, conditioning_reference, project_to_low_res
 from videojax.nn.text import null_text
 from videojax.runtime import exported_cache
 
@@ -46,6 +46,8 @@ class SampleSettings:
     start_logsnr: residual SR stages only: None to sample from pure noise, or the
       log-SNR at which sampling starts from the reference plus noise (truncated,
       SDEdit-style; see `diffusion.sample`).
+    consistency: SSR stages only: project every x0 prediction onto the videos in [-1, 1]
+      whose box downsampling is the low-resolution input (`conditioning.project_to_low_res`).
   """
 
   sampler: str = "ddim"
@@ -58,6 +60,7 @@ class SampleSettings:
   percentile: float = 0.995
   aug_level: float = 0.0
   start_logsnr: float | None = None
+  consistency: bool = False
 
   @classmethod
   def from_config(cls, c: Mapping[str, Any]) -> "SampleSettings":
@@ -114,6 +117,9 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   """
   x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
   check_residual(model, residual)
+  if settings.consistency and model.cond != "ssr":
+    raise ValueError(f"sample.consistency projects onto an SSR stage's low-resolution input; "
+                     f"this is a {model.cond!r} stage: set it to False.")
   if settings.start_logsnr is not None and not residual:
     raise ValueError("sample.start_logsnr starts from the stage's reference plus noise, so it "
                      "needs a residual stage (diffusion.residual=True); set it to None.")
@@ -133,6 +139,7 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
     if residual:  # from the clean conditioning, as in training
       ref = conditioning_reference(model.cond, cond["cond_video"], cond.get("cond_mask"),
                                    shape[2], shape[3])
+    low = cond.get("cond_video")  # clean, before augmentation
     if "cond_video" in cond:
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
@@ -148,6 +155,9 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       keep = given_mask[:, :, None, None, None] > 0  # [B, T, 1, 1, 1]
       clip = x0_transform or (lambda x0: x0)
       transform = lambda x0: jnp.where(keep, given.astype(x0.dtype), clip(x0))  # noqa: E731
+    if settings.consistency:
+      inner = transform or (lambda x0: x0)
+      transform = lambda x0: project_to_low_res(inner(x0), low)  # noqa: E731
     if residual and transform is not None:  # the network's x0 is the difference to ref
       on_video = transform
       transform = lambda x0: on_video(x0 + ref) - ref  # noqa: E731

@@ -170,6 +170,7 @@ def describe(stages: list[Stage]) -> str:
       guidance += (f" ({s.sample.noisy_guidance_scale:g} below log-SNR "
                    f"{s.sample.noisy_logsnr:g})")
     lines.append(f"{s.name:>6} ({s.kind}): {src} -> {t}x{h}x{w} @ {fps:g} fps; "
-                 f"{s.sample.sampler} x {s.sample.num_steps}, guidance {guidance}")
+                 f"{s.sample.sampler} x {s.sample.num_steps}, guidance {guidance}"
+                 + (", consistent with its input" if s.sample.consistency else ""))
   return "\n".join(lines)
 

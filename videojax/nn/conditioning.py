@@ -11,6 +11,7 @@
 - `blend_given_frames`, `conditioning_reference`: the deterministic upsampling of a
   stage's conditioning (bicubic resize for SSR, linear blending of the given frames for
   TSR), which a residual stage (`diffusion.residual`) learns to correct.
+- `project_to_low_res`: an SSR sample made consistent with its low-resolution input.
 The data pipeline and the cascade use the same two functions, so a stage sees at
 sampling time exactly what it was trained on.
 """
@@ -109,6 +110,37 @@ def conditioning_reference(kind: str, cond_video: Array, cond_mask: Array | None
       raise ValueError("A 'tsr' reference needs cond_mask [B, T] (see place_frames).")
     return blend_given_frames(cond_video, cond_mask)
   raise ValueError(f"Only 'ssr' and 'tsr' stages have a conditioning reference, got {kind!r}.")
+
+
+def project_to_low_res(video: Array, low: Array, bisections: int = 32) -> Array:
+  """The nearest video in [-1, 1] consistent with the low-resolution input, [B, T, H, W, C].
+
+  The Euclidean projection of `video` onto the videos in [-1, 1] whose box-filter
+  downsampling (the data pipeline's, `pipeline.downsample`) is `low` [B, T, h, w, C]:
+  each factor x factor block (per channel) becomes clip(block + c), with the one shift c
+  that makes its mean the low-resolution pixel (found by bisection; the mean is monotone
+  in c). Without clipping this is DDNM's range-null-space step (Wang et al. 2022). The
+  set holds the true high-resolution video, so the projection is never farther from it.
+  """
+  f = video.shape[-3] // low.shape[-3]
+  if f < 1 or f * low.shape[-3] != video.shape[-3] or f * low.shape[-2] != video.shape[-2]:
+    raise ValueError(f"project_to_low_res needs one integer factor between {low.shape} and "
+                     f"{video.shape} (height and width).")
+  *lead, h, w, ch = low.shape
+  x = video.astype(jnp.float32).reshape(*lead, h, f, w, f, ch)
+  target = jnp.clip(low.astype(jnp.float32), -1, 1)[..., :, None, :, None, :]
+  mean = lambda c: jnp.mean(jnp.clip(x + c, -1, 1), axis=(-4, -2), keepdims=True)  # noqa
+  lo = -1 - jnp.max(x, axis=(-4, -2), keepdims=True)  # mean(clip(x + lo)) = -1
+  hi = 1 - jnp.min(x, axis=(-4, -2), keepdims=True)  # mean(clip(x + hi)) = 1
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    below = mean(mid) < target
+    return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, bisections, bisect, (lo, hi))
+  return jnp.clip(x + 0.5 * (lo + hi), -1, 1).reshape(video.shape)
 
 
 def check_residual(model: nn.Module, residual: bool) -> None:
