@@ -78,6 +78,10 @@ def _report(results) -> str:
       lines.append(f"| {name} | {r['count']} | " +
                    " | ".join(f"{r[a]:.3f}" for a in ATTRS) + " |")
     lines.append("")
+    for name, r in results["alignment"].items():
+      errors = ", ".join(f"{k} {v}" for k, v in r.get("direction_errors", {}).items())
+      lines.append(f"Direction errors, {name}: {errors}.  ")
+    lines.append("")
   if results["stages"]:
     lines += ["## Stage quality (PSNR dB / SSIM against the ground truth)", "",
               "| stage on data | n | stage PSNR | baseline PSNR | stage SSIM | baseline SSIM |",
@@ -112,7 +116,8 @@ def main(argv):
     for i in range(min(4, len(caps))):
       write_video(os.path.join(_OUT_DIR.value, f"{split}_{i}.gif"), r["videos"][i],
                   cascade.stages[-1].output[3], overwrite=True)
-    results["alignment"][name] = {a: float(r[a]) for a in ATTRS} | {"count": len(caps)}
+    results["alignment"][name] = ({a: float(r[a]) for a in ATTRS} | {"count": len(caps)}
+                                  | {"direction_errors": r["direction_errors"]})
     print(name, results["alignment"][name], flush=True)
   n = _NUM_CLIPS.value
   for stage in cascade.stages:

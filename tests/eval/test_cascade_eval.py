@@ -56,12 +56,32 @@ def test_evaluate_cli_on_tiny_cascade(tmp_path):
   align, report = _evaluate(tmp_path / "alignment", "--num_prompts", "2", "--parts", "alignment")
   assert set(align["alignment"]) == {"validation", "held-out pairs"} and align["stages"] == {}
   assert all(0.0 <= r["all_correct"] <= 1.0 for r in align["alignment"].values())
+  wrong = [sum(r["direction_errors"].values()) for r in align["alignment"].values()]
+  assert wrong == [round(2 * (1 - r["direction"])) for r in align["alignment"].values()]
+  assert "Direction errors, validation: opposite" in report
   assert "| validation | 2 |" in report and "Stage quality" not in report
   assert os.path.exists(tmp_path / "alignment" / "report.png")
   stages, report = _evaluate(tmp_path / "stages", "--parts", "stages")
   assert stages["alignment"] == {}  # stage quality alone samples no prompts
   assert "tsr on moving_shapes" in stages["stages"] and "ssr on moving_shapes" in stages["stages"]
   assert "| ssr on moving_shapes | 2 |" in report and "Text alignment" not in report
+  assert "(bicubic_consistent)" in report
   assert os.path.exists(tmp_path / "stages" / "report.png")
   both = evaluate._report(dict(align, stages=stages["stages"]))
   assert "| validation | 2 |" in both and "| ssr on moving_shapes | 2 |" in both
+
+
+def test_direction_errors_name_how_the_motion_went_wrong():
+  from videojax.data import moving_shapes as ms
+  from videojax.eval import alignment
+
+  scenes = [ms.sample_example("validation", i) for i in range(6)]
+  videos = [ms.render(s, 8, 32, 32) for s in scenes]
+  caps = [s.caption for s in scenes]
+  played = videos + [v[::-1] for v in videos] + [np.repeat(v[:1], 8, axis=0) for v in videos]
+  records = alignment.score(played, caps * 3)["records"]
+  assert all(r["correct"]["direction"] for r in records[:6])  # the ground truth reads right
+  assert E.direction_errors(records) == {"opposite": 6, "other axis": 0, "still": 6,
+                                         "no object": 0}
+  turned = [np.rot90(v, axes=(1, 2)).copy() for v in videos]  # left <-> down, up <-> left
+  assert E.direction_errors(alignment.score(turned, caps)["records"])["other axis"] == 6

@@ -52,7 +52,28 @@ def text_alignment(sample_fn: Callable[[list[str], int], np.ndarray], captions: 
   videos = np.concatenate(videos)
   result = alignment.score(list(videos), list(captions))
   result["videos"] = videos
+  result["direction_errors"] = direction_errors(result["records"])
   return result
+
+
+def direction_errors(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+  """How the first object's direction went wrong, over `alignment.score`'s records:
+  'opposite' (the named axis, the other way: the video plays backwards), 'other axis',
+  'still' (no motion read) or 'no object'."""
+  axis = {"left": 0, "right": 0, "up": 1, "down": 1}
+  out = {"opposite": 0, "other axis": 0, "still": 0, "no object": 0}
+  for rec in records:
+    want = rec["expected"]["objects"][0]["direction"]
+    got = rec["judged"]["objects"][0].get("direction") if rec["judged"]["objects"] else None
+    if got == want:
+      continue
+    if not rec["judged"]["objects"]:
+      out["no object"] += 1
+    elif got is None:
+      out["still"] += 1
+    else:
+      out["opposite" if axis[got] == axis[want] else "other axis"] += 1
+  return out
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
