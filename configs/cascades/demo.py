@@ -21,7 +21,8 @@ def _stage(config, output, checkpoint, **sample):
   s.sample = ml_collections.ConfigDict(dict(  # SampleSettings (videojax/cascade/sampling.py)
       sampler="ddim", num_steps=32, spacing="uniform", guidance_scale=3.0,
       noisy_guidance_scale=ml_collections.config_dict.placeholder(float),  # None: one scale
-      noisy_logsnr=-3.0, threshold="dynamic", percentile=0.995, aug_level=0.0,
+      noisy_logsnr=-3.0, reversal_guidance_scale=0.0, reversal_logsnr=float("inf"),
+      threshold="dynamic", percentile=0.995, aug_level=0.0,
       start_logsnr=ml_collections.config_dict.placeholder(float),  # None: from pure noise
       consistency=False))  # ssr only: project x0 onto the low-resolution input
   s.sample.update(sample)

@@ -220,6 +220,36 @@ def test_noisy_end_guidance_switches_scale_at_its_log_snr():
   assert float(jnp.max(jnp.abs(mixed - strong))) > 1e-3
 
 
+class _ShiftV(nn.Module):
+  """v = the noisy video a frame later, scaled by the text: not reversal-symmetric."""
+  cond: str | None = None
+
+  @nn.compact
+  def __call__(self, z, logsnr, text=None, text_mask=None, **kw):
+    w = self.param("w", nn.initializers.ones, ())
+    return w * jnp.roll(z, 1, axis=1) * jnp.mean(text, axis=(1, 2))[:, None, None, None, None]
+
+
+def test_time_reversal_guidance_in_the_stage_sampler():
+  # Cut off below the whole grid it is no guidance; above it, it changes the video of
+  # a network that is not reversal-symmetric, and not that of one that is.
+  shape, rng = (2, 4, 4, 4, 3), jax.random.PRNGKey(3)
+  cond = {"text": jnp.full((2, 3, 4), 0.5), "text_mask": jnp.ones((2, 3))}
+  schedule = diffusion.get_schedule("cosine")
+  for model, symmetric in ((_ShiftV(), False), (_TextV(), True)):
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros(shape), jnp.zeros((2,)), **cond)
+
+    def run(**kw):
+      settings = SampleSettings(num_steps=4, threshold="none", guidance_scale=2.0, **kw)
+      return make_stage_sampler(model, schedule, "v", settings)(params, shape, cond, rng)
+
+    plain = run()
+    np.testing.assert_allclose(run(reversal_guidance_scale=3.0, reversal_logsnr=-100.0),
+                               plain, atol=1e-6)
+    gap = float(jnp.max(jnp.abs(run(reversal_guidance_scale=3.0) - plain)))
+    assert (gap < 1e-5) if symmetric else (gap > 1e-2), gap
+
+
 def test_project_to_low_res_is_the_projection_onto_consistent_videos():
   rng = np.random.default_rng(0)
   truth = jnp.asarray(rng.uniform(-1, 1, (2, 3, 8, 8, 3)), jnp.float32)

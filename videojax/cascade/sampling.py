@@ -40,6 +40,10 @@ class SampleSettings:
       below `noisy_logsnr` (the noisy end, where a base decides layout and motion;
       `diffusion.noisy_end_guidance`).
     noisy_logsnr: where the noisy end stops (log-SNR).
+    reversal_guidance_scale: 0, or the scale of guidance away from the video played
+      backwards (`diffusion.time_reversal_guidance`: the motion's sign; twice the
+      network calls), at the steps below `reversal_logsnr`.
+    reversal_logsnr: where time-reversal guidance stops (log-SNR; inf: everywhere).
     threshold: x0 clipping: 'none', 'static' or 'dynamic'.
     percentile: the dynamic-thresholding percentile.
     aug_level: conditioning-augmentation level in [0, 1] of the conditioning video.
@@ -56,6 +60,8 @@ class SampleSettings:
   guidance_scale: float = 3.0
   noisy_guidance_scale: float | None = None
   noisy_logsnr: float = -3.0
+  reversal_guidance_scale: float = 0.0
+  reversal_logsnr: float = float("inf")
   threshold: str = "dynamic"
   percentile: float = 0.995
   aug_level: float = 0.0
@@ -144,6 +150,9 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
     fn = lambda z, logsnr, **c: denoise(params, z, logsnr, **c)  # noqa: E731
+    if settings.reversal_guidance_scale:  # inside guidance: both halves contrast alike
+      fn = diffusion.time_reversal_guidance(fn, diffusion.noisy_end_guidance(
+          0.0, settings.reversal_guidance_scale, settings.reversal_logsnr))
     if "text" in cond and settings.guides:
       b, length, dim = cond["text"].shape
       emb, mask = null_text(b, length, dim)

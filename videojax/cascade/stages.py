@@ -169,6 +169,10 @@ def describe(stages: list[Stage]) -> str:
     if s.sample.noisy_guidance_scale is not None:
       guidance += (f" ({s.sample.noisy_guidance_scale:g} below log-SNR "
                    f"{s.sample.noisy_logsnr:g})")
+    if s.sample.reversal_guidance_scale:
+      guidance += f", time reversal {s.sample.reversal_guidance_scale:g}"
+      if s.sample.reversal_logsnr != float("inf"):
+        guidance += f" below log-SNR {s.sample.reversal_logsnr:g}"
     lines.append(f"{s.name:>6} ({s.kind}): {src} -> {t}x{h}x{w} @ {fps:g} fps; "
                  f"{s.sample.sampler} x {s.sample.num_steps}, guidance {guidance}"
                  + (", consistent with its input" if s.sample.consistency else ""))

@@ -3,7 +3,8 @@
 from videojax.diffusion.conditioning import augment, sample_level
 from videojax.diffusion.guidance import (classifier_free_guidance, dynamic_threshold,
                                          guided_prediction, make_x0_transform,
-                                         noisy_end_guidance, static_threshold)
+                                         noisy_end_guidance, static_threshold,
+                                         time_reversal_guidance)
 from videojax.diffusion.losses import diffusion_loss, loss_weight, masked_mean
 from videojax.diffusion.parameterization import convert, diffuse, regression_target
 from videojax.diffusion.samplers import SAMPLERS, sample
