@@ -121,11 +121,8 @@ def commit_profile(params, config, captions: list[str], settings: SampleSettings
   encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
                                         max_len=int(config.text.max_len))
   text, mask = map(jnp.asarray, encoder.encode_captions(captions))
-  null, null_mask = text_lib.null_text(*text.shape)
   cond = {"text": text, "text_mask": mask}
-  net = lambda z, ls, **c: model.apply(params, z, ls, **c)  # noqa: E731
-  guided = diffusion.classifier_free_guidance(net, {"text": null, "text_mask": null_mask},
-                                              settings.guidance())
+  guided = settings.guide(lambda z, ls, **c: model.apply(params, z, ls, **c), text.shape)
   clip = diffusion.make_x0_transform(settings.threshold, settings.percentile)
   clip = clip or (lambda x0: x0)
   num_steps = settings.num_steps

@@ -84,11 +84,10 @@ def test_time_reversal_guidance_contrasts_the_backward_video():
   out = G.time_reversal_guidance(shift, 3.0)(Z, LOGSNR, text=TEXT)
   fwd, bwd = jnp.roll(Z, 1, axis=1), jnp.roll(Z, -1, axis=1)
   np.testing.assert_allclose(out, fwd + 3.0 * (fwd - bwd), atol=1e-6)
-  # A scale of the log-SNR (here only for the first example), and inside
+  # Below a log-SNR only (here the first example's), and inside
   # classifier-free guidance, which mixes two contrasted halves: the same as
   # contrasting the guided prediction.
-  per = G.noisy_end_guidance(0.0, 3.0, -0.5)
-  out = G.time_reversal_guidance(shift, per)(Z, LOGSNR, text=TEXT)
+  out = G.time_reversal_guidance(shift, 3.0, -0.5)(Z, LOGSNR, text=TEXT)
   np.testing.assert_allclose(out[0], fwd[0] + 3.0 * (fwd[0] - bwd[0]), atol=1e-6)
   np.testing.assert_allclose(out[1:], fwd[1:], atol=1e-6)
   mix = lambda z, logsnr, text: jnp.roll(z, 1, axis=1) * text[:, None, :1]  # noqa: E731

@@ -248,6 +248,10 @@ def test_time_reversal_guidance_in_the_stage_sampler():
                                plain, atol=1e-6)
     gap = float(jnp.max(jnp.abs(run(reversal_guidance_scale=3.0) - plain)))
     assert (gap < 1e-5) if symmetric else (gap > 1e-2), gap
+  # What the planner sizes a sampling call by: each kind of guidance doubles it.
+  both = SampleSettings(reversal_guidance_scale=2.0)
+  assert both.network_batch(3, has_text=True) == 12 and both.network_batch(3, False) == 6
+  assert SampleSettings(guidance_scale=1.0).network_batch(3, True) == 3
 
 
 def test_project_to_low_res_is_the_projection_onto_consistent_videos():

@@ -98,6 +98,25 @@ class SampleSettings:
     return diffusion.noisy_end_guidance(self.guidance_scale, self.noisy_guidance_scale,
                                         self.noisy_logsnr)
 
+  def guide(self, fn, text_shape: tuple[int, ...] | None = None):
+    """`fn(z, logsnr, **cond)` with the guidance these settings ask for: time reversal
+    inside classifier-free guidance against the empty text (for a text stage:
+    `text_shape`, the [B, L, D] shape of its text embeddings; None without text)."""
+    if self.reversal_guidance_scale:
+      fn = diffusion.time_reversal_guidance(fn, self.reversal_guidance_scale,
+                                            self.reversal_logsnr)
+    if text_shape is not None and self.guides:
+      emb, mask = null_text(*text_shape)
+      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
+                                              self.guidance())
+    return fn
+
+  def network_batch(self, batch: int, has_text: bool) -> int:
+    """Videos per network call when sampling `batch` (the largest, with time reversal
+    below a log-SNR)."""
+    return (batch * (2 if has_text and self.guides else 1)
+            * (2 if self.reversal_guidance_scale else 1))
+
 
 def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
                        settings: SampleSettings, cache_tag: str | None = None,
@@ -149,15 +168,8 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
     if "cond_video" in cond:
       cond["cond_video"], cond["aug_logsnr"] = diffusion.augment(
           k_aug, cond["cond_video"], schedule=schedule, level=settings.aug_level)
-    fn = lambda z, logsnr, **c: denoise(params, z, logsnr, **c)  # noqa: E731
-    if settings.reversal_guidance_scale:  # inside guidance: both halves contrast alike
-      fn = diffusion.time_reversal_guidance(fn, diffusion.noisy_end_guidance(
-          0.0, settings.reversal_guidance_scale, settings.reversal_logsnr))
-    if "text" in cond and settings.guides:
-      b, length, dim = cond["text"].shape
-      emb, mask = null_text(b, length, dim)
-      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
-                                              settings.guidance())
+    fn = settings.guide(lambda z, logsnr, **c: denoise(params, z, logsnr, **c),
+                        cond["text"].shape if "text" in cond else None)
     transform = x0_transform  # acts on the video's x0 prediction (None: none)
     if known is not None:
       given, given_mask = known

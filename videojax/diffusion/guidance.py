@@ -91,31 +91,37 @@ def noisy_end_guidance(scale: float, noisy_scale: float, below_logsnr: float
   return lambda logsnr: jnp.where(logsnr < below_logsnr, noisy_scale, scale)
 
 
-def time_reversal_guidance(denoise_fn: DenoiseFn, scale: float | Callable[[Array], Array]
-                           ) -> DenoiseFn:
+def time_reversal_guidance(denoise_fn: DenoiseFn, scale: float,
+                           below_logsnr: float = float("inf")) -> DenoiseFn:
   """Guidance away from the video played backwards, for videos [B, T, ...].
 
   guided(z) = pred(z) + scale * (pred(z) - R pred(R z)), with R the reversal of the
-  frame axis. Time reversal keeps what a caption says about a still scene and flips
-  its motion, so R pred(R z) predicts the scene moving the other way, without naming
-  the other way: for a model of data that is reversal-symmetric up to the motion words,
-  it is the prediction for the caption with its motion words opposite. The difference
-  is the motion's direction alone, so this pushes the sign of the motion where
-  classifier-free guidance pushes everything the caption says. `denoise_fn` may be a
-  classifier-free-guided function (then one call on a batch of 4B instead of 2B);
-  `scale` a number or a function of the log-SNR [B].
+  frame axis, at log-SNRs below `below_logsnr` (elsewhere pred(z)). Time reversal keeps
+  what a caption says about a still scene and flips its motion, so R pred(R z)
+  predicts the scene moving the other way, without naming the other way: for a model
+  of data that is reversal-symmetric up to the motion words, it is the prediction for
+  the caption with its motion words opposite. The difference is the motion's direction
+  alone, so this pushes the sign of the motion where classifier-free guidance pushes
+  everything the caption says. `denoise_fn` may be a classifier-free-guided function.
+  Steps at or above `below_logsnr` skip the backward call (`lax.cond`).
   """
 
-  def guided(z: Array, logsnr: Array, **cond: Any) -> Array:
+  def contrasted(z, logsnr, cond):
     batch = z.shape[0]
     flip = lambda x: jnp.flip(x, axis=1)  # noqa: E731 (the frame axis)
-    logsnr2 = jnp.broadcast_to(jnp.asarray(logsnr), (batch,))
     both = jax.tree.map(lambda c: jnp.concatenate([c, c], axis=0), cond)
     pred = denoise_fn(jnp.concatenate([z, flip(z)], axis=0),
-                      jnp.concatenate([logsnr2, logsnr2], axis=0), **both)
+                      jnp.concatenate([logsnr, logsnr], axis=0), **both)
     forward, backward = pred[:batch], flip(pred[batch:])
-    s = expand_to(scale(logsnr2) if callable(scale) else scale, forward)
+    s = expand_to(jnp.where(logsnr < below_logsnr, scale, 0.0), forward)
     return forward + s * (forward - backward)
+
+  def guided(z: Array, logsnr: Array, **cond: Any) -> Array:
+    logsnr = jnp.broadcast_to(jnp.asarray(logsnr), (z.shape[0],))
+    if below_logsnr == float("inf"):
+      return contrasted(z, logsnr, cond)
+    return jax.lax.cond(jnp.any(logsnr < below_logsnr), contrasted,
+                        lambda z, l, c: denoise_fn(z, l, **c), z, logsnr, cond)
 
   return guided
 

@@ -41,7 +41,6 @@ from videojax import diffusion
 from videojax.cascade.sampling import SampleSettings
 from videojax.diffusion.samplers import network_calls
 from videojax.nn import unet3d
-from videojax.nn.text import null_text
 from videojax.parallel import sharding
 from videojax.train import step as step_lib
 
@@ -332,7 +331,8 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
     num_devices: devices to span (default: the product of the sizes); the first
       `num_devices` of `jax.devices()` are used.
     batch_size: global training batch (default: config.data.batch_size); the sampler
-      call takes the same number of videos (2x that with classifier-free guidance).
+      call takes the same number of videos (2x that with classifier-free guidance,
+      2x again with time-reversal guidance).
     sample: sampling settings (default: the config's `sample` section).
     frame_chunk: SSR: frames per sampler call (0: all frames), as the cascade runs it.
     compile_sampler: also plan the sampler's denoiser call.
@@ -420,11 +420,8 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
   guided = bool(model.text_dim) and sample.guides
 
   def denoise(params, z, logsnr, cond):
-    fn = lambda z, logsnr, **c: model.apply(params, z, logsnr, **c)
-    if guided:
-      emb, mask = null_text(*cond["text"].shape)
-      fn = diffusion.classifier_free_guidance(fn, {"text": emb, "text_mask": mask},
-                                              sample.guidance())
+    fn = sample.guide(lambda z, logsnr, **c: model.apply(params, z, logsnr, **c),
+                      cond["text"].shape if model.text_dim else None)
     return fn(z, logsnr, **cond)
 
   start = time.time()
@@ -433,7 +430,7 @@ def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_
                     out_shardings=sharding.batch_sharding(mesh, 5)).lower(
                         params, inputs["z"], inputs["logsnr"], cond)
   stats = _compiled_stats(lowered, start, compile)
-  network_batch = batch_size * (2 if guided else 1)
+  network_batch = sample.network_batch(batch_size, bool(model.text_dim))
   stats.update(
       network_batch=network_batch, guided=guided, frames_per_call=t,
       calls_per_sample=(d.frames // t) * network_calls(sample.sampler, sample.num_steps),
