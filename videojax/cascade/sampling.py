@@ -3,9 +3,11 @@
 Used by the trainer's sample previews and by the cascade. A stage samples
   z ~ N(0, I) of the stage's output shape
   -> sampler (DDPM / DDIM / DPM-Solver++ / Heun) over the stage's schedule, with
-     classifier-free guidance against the empty text, thresholding of every x0
-     prediction, and the conditioning video (if any) noised to the sampling
-     augmentation level, as in training (Imagen Video's conditioning augmentation).
+     classifier-free guidance against the empty text (and, optionally, time-reversal
+     guidance), thresholding of every x0 prediction (SSR: optionally its projection
+     onto the low-resolution input), and the conditioning video (if any) noised to
+     the sampling augmentation level, as in training (Imagen Video's conditioning
+     augmentation).
 """
 
 from __future__ import annotations
