@@ -113,7 +113,7 @@ def time_reversal_guidance(denoise_fn: DenoiseFn, scale: float,
     pred = denoise_fn(jnp.concatenate([z, flip(z)], axis=0),
                       jnp.concatenate([logsnr, logsnr], axis=0), **both)
     forward, backward = pred[:batch], flip(pred[batch:])
-    s = expand_to(jnp.where(logsnr < below_logsnr, scale, 0.0), forward)
+    s = expand_to(noisy_end_guidance(0.0, scale, below_logsnr)(logsnr), forward)
     return forward + s * (forward - backward)
 
   def guided(z: Array, logsnr: Array, **cond: Any) -> Array:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from videojax.data import moving_shapes
-from videojax.data.pipeline import downsample
+from videojax.data.pipeline import downsample, to_float
 from videojax.eval import alignment, quality
 from videojax.io.video import to_uint8
 from videojax.nn.conditioning import project_to_low_res
@@ -96,8 +96,7 @@ def ssr_quality(run_stage: Callable[[np.ndarray, list[str]], np.ndarray], clips:
   base = np.stack([quality.bicubic_upsample(v, factor) for v in low])
   # A second, stronger baseline: bicubic projected onto the videos consistent with the
   # input, as an SSR stage's `sample.consistency` projects its samples.
-  consistent = to_uint8(np.asarray(project_to_low_res(
-      base.astype(np.float32) / 127.5 - 1.0, low.astype(np.float32) / 127.5 - 1.0)))
+  consistent = to_uint8(np.asarray(project_to_low_res(to_float(base), to_float(low))))
   return {"psnr": quality.psnr(out, clips), "ssim": _ssim(out, clips),
           "psnr_bicubic": quality.psnr(base, clips), "ssim_bicubic": _ssim(base, clips),
           "psnr_bicubic_consistent": quality.psnr(consistent, clips),
