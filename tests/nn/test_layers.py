@@ -85,3 +85,55 @@ def test_factorized_conv_equals_flax_conv(kernel, strides, padding):
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == \
       jax.tree.map(jnp.shape, params)
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+
+
+def test_temporal_conv_stack_identity_receptive_field_and_images():
+  layer = L.TemporalConv(8, layers=3, groups=4)
+  variables = layer.init(jax.random.PRNGKey(0), X)
+  np.testing.assert_array_equal(layer.apply(variables, X), X)  # only the last conv is zero
+  params = nn.meta.unbox(variables)["params"]
+  assert sorted(params) == ["Conv_0", "Conv_1", "Conv_2", "GroupNorm_0", "GroupNorm_1"]
+  np.testing.assert_array_equal(params["Conv_2"]["kernel"], 0.0)
+  assert float(jnp.abs(params["Conv_0"]["kernel"]).sum()) > 0
+  trained = _randomise(nn.meta.unbox(variables))
+  y = layer.apply(trained, X)
+  # Three 3x1x1 convs reach 3 frames each way: frame 0 sees frames 0-3, not frame 4.
+  # (The per-frame GroupNorm keeps it so; a norm over T would not.)
+  np.testing.assert_allclose(layer.apply(trained, X.at[:, 4].add(1.0))[:, 0], y[:, 0],
+                             atol=1e-5)
+  assert not np.allclose(layer.apply(trained, X.at[:, 3].add(1.0))[:, 0], y[:, 0], atol=1e-3)
+  # Causal: frame 2 sees only frames <= 2.
+  causal = L.TemporalConv(8, layers=3, groups=4, causal=True)
+  yc = causal.apply(trained, X)
+  np.testing.assert_allclose(causal.apply(trained, X.at[:, 3:].add(1.0))[:, :3], yc[:, :3],
+                             atol=1e-5)
+  y_img = layer.apply(trained, X, jnp.array([True, False]))
+  np.testing.assert_array_equal(y_img[0], X[0])
+  np.testing.assert_allclose(y_img[1], y[1], atol=1e-6)
+  with pytest.raises(ValueError, match="at least one layer, got layers=0"):
+    L.TemporalConv(8, layers=0).init(jax.random.PRNGKey(0), X)
+
+
+def test_one_layer_temporal_conv_keeps_its_parameters():
+  # Shipped weights name the single conv 'Conv_0' with no norm: layers=1 must keep that.
+  params = nn.meta.unbox(L.TemporalConv(8).init(jax.random.PRNGKey(0), X))["params"]
+  assert sorted(params) == ["Conv_0"]
+
+
+def test_feed_forward_is_identity_at_init_then_geglu_per_token():
+  ff = L.FeedForward(mult=2)
+  variables = ff.init(jax.random.PRNGKey(0), X)
+  np.testing.assert_array_equal(ff.apply(variables, X), X)
+  p = _randomise(nn.meta.unbox(variables))["params"]
+  assert p["wi"]["kernel"].shape == (8, 32) and p["wo"]["kernel"].shape == (16, 8)
+  y = ff.apply({"params": p}, X)
+  # Closed form: x + W2 (a * gelu(g)) + b2 with [a, g] = W1 LN(x) + b1.
+  mu, var = X.mean(-1, keepdims=True), X.var(-1, keepdims=True)
+  ln = (X - mu) / jnp.sqrt(var + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
+  a, g = jnp.split(ln @ p["wi"]["kernel"] + p["wi"]["bias"], 2, -1)
+  want = X + (a * jax.nn.gelu(g)) @ p["wo"]["kernel"] + p["wo"]["bias"]
+  np.testing.assert_allclose(y, want, atol=1e-4)
+  # Per token: changing one (t, h, w) position changes the output there only.
+  y2 = ff.apply({"params": p}, X.at[1, 2, 3, 0].add(1.0))
+  changed = np.argwhere(np.any(np.abs(np.asarray(y2 - y)) > 1e-6, axis=-1))
+  np.testing.assert_array_equal(changed, [[1, 2, 3, 0]])

@@ -345,3 +345,52 @@ def test_temporal_downsampling_and_image_mode_shapes():
   with pytest.raises(ValueError, match=r"T, H, W = 3, 8, 8 must be divisible .* 2, 2, 2"):
     UNet3D(**{**TINY, "temporal_downsample": (True,)}).init(
         jax.random.PRNGKey(0), jnp.zeros((B, 3, H, W, 3)), LOGSNR, **kw)
+
+
+def _graft(new, old):
+  """`new`'s parameters with every one that `old` also has (same path) taken from `old`."""
+  flat_old = {path: x for path, x in jax.tree_util.tree_leaves_with_path(old)}
+  return jax.tree_util.tree_map_with_path(lambda path, x: flat_old.get(path, x), new)
+
+
+def test_transformer_block_options_start_as_identity_and_keep_guarantees():
+  # diffusers-style blocks: feed-forwards after attention, a 3-conv temporal branch,
+  # attention in the middle block although the last level has none.
+  kw = dict(text=TEXT, text_mask=MASK)
+  plain_fields = {**TINY, "spatial_attn_levels": (0,), "temporal_attn_levels": (0,),
+                  "cross_attn_levels": (0,)}
+  plain = UNet3D(**plain_fields)
+  plain_params = _random_params(plain, Z, LOGSNR, **kw)["params"]
+  ff = UNet3D(**plain_fields, attn_ff_mult=2, mid_attn=True)
+  params = nn.meta.unbox(jax.jit(lambda r: ff.init(r, Z, LOGSNR, **kw))(
+      jax.random.PRNGKey(0)))["params"]
+  assert {"spatial_ff", "temporal_ff", "spatial_attn", "cross_attn"} <= set(params["down0_0"])
+  assert {"spatial_attn", "temporal_attn", "cross_attn", "temporal_ff"} <= set(params["mid_0"])
+  assert "spatial_attn" not in params["mid_1"] and "spatial_attn" not in params["down1_0"]
+  # The new layers are zero-initialised: with the plain model's (trained) parameters
+  # grafted in, the model computes the plain model's function.
+  np.testing.assert_allclose(
+      jax.jit(lambda p: ff.apply({"params": p}, Z, LOGSNR, **kw))(_graft(params, plain_params)),
+      jax.jit(lambda p: plain.apply({"params": p}, Z, LOGSNR, **kw))(plain_params), atol=1e-5)
+
+  # With a 3-conv temporal branch too, trained: images stay independent frames and a
+  # causal model's frames ignore later ones.
+  fields = {**plain_fields, "attn_ff_mult": 2, "mid_attn": True, "temporal_conv_layers": 3}
+  model = UNet3D(**fields)
+  trained = _random_params(model, Z, LOGSNR, **kw)
+  assert "Conv_2" in trained["params"]["down0_0"]["res"]["TemporalConv_0"]
+  apply = jax.jit(lambda z, m=model, **k: m.apply(trained, z, LOGSNR, **kw, **k),
+                  static_argnames="m")
+  is_image = jnp.array([True, False])
+  out, out2 = apply(Z, is_image=is_image), apply(Z.at[:, 2].add(1.0), is_image=is_image)
+  np.testing.assert_allclose(out2[0, [0, 1, 3]], out[0, [0, 1, 3]], atol=1e-5)
+  assert not np.allclose(out2[1, [0, 1, 3]], out[1, [0, 1, 3]], atol=1e-3)
+  causal = UNet3D(**{**fields, "causal_temporal": True})
+  out, out2 = apply(Z, m=causal), apply(Z.at[:, 2:].add(1.0), m=causal)
+  np.testing.assert_allclose(out2[:, :2], out[:, :2], atol=1e-5)
+  assert not np.allclose(out2[:, 2:], out[:, 2:], atol=1e-3)
+  with pytest.raises(ValueError, match="attn_ff_mult must be 0"):
+    UNet3D(**{**fields, "attn_ff_mult": -1}).init(jax.random.PRNGKey(0), Z, LOGSNR, **kw)
+  with pytest.raises(ValueError, match="temporal_conv_layers must be at least 1, got 0"):
+    UNet3D(**{**fields, "temporal_conv_layers": 0}).init(jax.random.PRNGKey(0), Z, LOGSNR,
+                                                          **kw)

@@ -179,11 +179,16 @@ class TemporalConv(nn.Module):
   Make-A-Video inflates an image model by adding such layers: at initialisation they
   leave the image model's output unchanged. Examples flagged `is_image` bypass the
   layer entirely, so their frames stay independent images (VDM joint training).
+  With `layers` > 1 the residual branch is a stack: conv, then (GroupNorm per frame,
+  SiLU, conv) `layers` - 1 times, only the last conv zero-initialised (ModelScope's
+  and diffusers' TemporalConvLayer has 4 such layers).
   """
 
   features: int
   kernel_size: int = 3
   causal: bool = False  # pad only on the past side: frame i sees frames <= i
+  layers: int = 1
+  groups: int = 32
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -191,10 +196,17 @@ class TemporalConv(nn.Module):
   def __call__(self, x: Array, is_image: Array | None = None) -> Array:  # [B, T, H, W, C]
     if x.shape[-1] != self.features:
       raise ValueError(f"TemporalConv has {self.features} channels, input has {x.shape[-1]}.")
+    if self.layers < 1:
+      raise ValueError(f"TemporalConv needs at least one layer, got layers={self.layers}.")
     k = self.kernel_size
     pad = ((k - 1, 0) if self.causal else ((k - 1) // 2, k // 2), (0, 0), (0, 0))
-    h = conv3d(self.features, (k, 1, 1), padding=pad, zero_init=True, dtype=self.dtype,
-               param_dtype=self.param_dtype)(x)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = x
+    for i in range(self.layers):
+      if i:
+        h = nn.silu(per_frame(group_norm(math.gcd(self.groups, self.features), **kw), h))
+      h = conv3d(self.features, (k, 1, 1), padding=pad, zero_init=i == self.layers - 1,
+                 **kw)(h)
     if is_image is None:
       return x + h
     keep = jnp.logical_not(is_image).reshape((-1,) + (1,) * (x.ndim - 1))
@@ -222,3 +234,30 @@ class FiLM(nn.Module):
     ss = ss.reshape(ss.shape[:-1] + (1,) * (h.ndim - ss.ndim) + (2 * c,))
     scale, shift = jnp.split(ss, 2, axis=-1)
     return h * (1.0 + scale) + shift
+
+
+class FeedForward(nn.Module):
+  """Pre-LayerNorm GEGLU feed-forward on the channels of every token, residual.
+
+  x + W2 (a * gelu(g)), [a, g] = W1 LN(x), hidden width `mult` * C: the feed-forward
+  of a transformer block (Shazeer 2020; Stable Diffusion's and diffusers'
+  `BasicTransformerBlock`). The output projection is zero-initialised, so a fresh
+  block is the identity. Acts per token: frames, pixels and examples stay separate.
+  """
+
+  mult: int = 4
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # [..., C] -> [..., C]
+    c = x.shape[-1]
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = nn.LayerNorm(scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                             ("embed",)),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                            ("embed",)),
+                     name="norm", **kw)(x)
+    a, g = jnp.split(dense(2 * self.mult * c, ("embed", "mlp"), name="wi", **kw)(y), 2, -1)
+    y = dense(c, ("mlp", "embed"), zero_init=True, name="wo", **kw)(a * nn.gelu(g))
+    return x + y.astype(x.dtype)

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
                                       upsample_video)
-from videojax.nn.layers import (FiLM, TemporalConv, constrain_video, conv3d, group_norm,
-                                frame_time_features, per_frame)
+from videojax.nn.layers import (FeedForward, FiLM, TemporalConv, constrain_video, conv3d,
+                                frame_time_features, group_norm, per_frame)
 
 Array = jax.Array
 
@@ -53,6 +53,7 @@ class ResBlock(nn.Module):
   dropout: float = 0.0
   deterministic: bool = True
   groups: int = 32
+  temporal_layers: int = 1
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -62,7 +63,8 @@ class ResBlock(nn.Module):
     h = per_frame(group_norm(math.gcd(self.groups, x.shape[-1]), **kw), x)
     h = conv3d(self.features, (1, 3, 3), **kw)(nn.silu(h))
     if self.temporal:
-      h = TemporalConv(self.features, causal=self.causal, **kw)(h, is_image)
+      h = TemporalConv(self.features, causal=self.causal, layers=self.temporal_layers,
+                       groups=self.groups, **kw)(h, is_image)
     h = per_frame(group_norm(math.gcd(self.groups, self.features), **kw), h)
     h = FiLM(**kw)(h, emb)
     h = nn.Dropout(self.dropout, broadcast_dims=(2, 3))(nn.silu(h), self.deterministic)
@@ -73,7 +75,11 @@ class ResBlock(nn.Module):
 
 
 class Stage(nn.Module):
-  """One residual block plus the attention layers its level switches on."""
+  """One residual block plus the attention layers its level switches on.
+
+  Order: residual block, spatial attention [+ feed-forward], temporal attention
+  [+ feed-forward], cross-attention; the feed-forwards only with `ff_mult` > 0.
+  """
 
   features: int
   temporal_conv: bool
@@ -85,6 +91,8 @@ class Stage(nn.Module):
   dropout: float
   deterministic: bool
   query_chunk: int = -1
+  ff_mult: int = 0
+  temporal_conv_layers: int = 1
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -93,13 +101,18 @@ class Stage(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     heads = max(1, self.features // self.head_dim)
     x = ResBlock(self.features, self.temporal_conv, self.causal, self.dropout,
-                 self.deterministic, name="res", **kw)(x, emb, is_image)
+                 self.deterministic, temporal_layers=self.temporal_conv_layers, name="res",
+                 **kw)(x, emb, is_image)
     if self.spatial_attn:
       x = SpatialAttention(num_heads=heads, query_chunk=self.query_chunk, name="spatial_attn",
                            **kw)(x)
+      if self.ff_mult:
+        x = constrain_video(FeedForward(self.ff_mult, name="spatial_ff", **kw)(x))
     if self.temporal_attn:
       x = TemporalAttention(num_heads=heads, causal=self.causal, name="temporal_attn",
                             **kw)(x, is_image)
+      if self.ff_mult:
+        x = constrain_video(FeedForward(self.ff_mult, name="temporal_ff", **kw)(x))
     if self.cross_attn:
       x = CrossAttention(num_heads=heads, name="cross_attn", **kw)(x, text, text_mask)
     return constrain_video(x)
@@ -115,8 +128,14 @@ class UNet3D(nn.Module):
     channel_mult: width multiplier per level; its length is the number of levels.
     num_res_blocks: residual blocks per level on the way down (one more on the way up).
     temporal_conv_levels: levels whose residual blocks have a temporal 3x1x1 conv.
+    temporal_conv_layers: convolutions in that temporal branch (1: one conv, as in VDM
+      and Make-A-Video; ModelScope's and diffusers' UNet3D have 4, with GroupNorm and
+      SiLU between them; see `TemporalConv`).
     spatial_attn_levels, temporal_attn_levels, cross_attn_levels: levels with each
       attention layer; the middle block uses those of the last level.
+    mid_attn: also give the first of the middle block's two stages every attention
+      layer whatever the last level has (residual, attention, residual: the middle
+      block of Stable Diffusion and diffusers' UNet3DConditionModel).
     temporal_downsample: per level transition (len(channel_mult) - 1 entries), whether
       it also halves T. Not allowed together with `is_image` inputs.
     head_dim: attention head width (heads = channels // head_dim).
@@ -164,6 +183,11 @@ class UNet3D(nn.Module):
     attn_query_chunk: spatial attention goes over this many queries at a time in
       frames with more positions (0: never; -1: 128 on CPU, where it is faster, and
       no chunking elsewhere), bounding its memory; same results.
+    attn_ff_mult: 0 (default: attention layers alone, as in VDM and Imagen Video) or
+      the hidden-width multiple of a GEGLU feed-forward after every spatial and every
+      temporal attention layer, which makes them transformer blocks as in Stable
+      Diffusion, Video LDM and diffusers' UNet3DConditionModel (zero-initialised: a
+      fresh one is the identity, so it can be added to a trained model).
     dtype, param_dtype: compute and parameter dtypes.
   """
 
@@ -173,9 +197,11 @@ class UNet3D(nn.Module):
   channel_mult: Sequence[int] = (1, 2, 4)
   num_res_blocks: int = 2
   temporal_conv_levels: Sequence[int] = (0, 1, 2)
+  temporal_conv_layers: int = 1
   spatial_attn_levels: Sequence[int] = (2,)
   temporal_attn_levels: Sequence[int] = (2,)
   cross_attn_levels: Sequence[int] = (2,)
+  mid_attn: bool = False
   temporal_downsample: Sequence[bool] = (False, False)
   head_dim: int = 64
   causal_temporal: bool = False
@@ -190,6 +216,7 @@ class UNet3D(nn.Module):
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
+  attn_ff_mult: int = 0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -201,6 +228,12 @@ class UNet3D(nn.Module):
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat policy {self.remat!r}; expected one of "
                        f"{tuple(REMAT_POLICIES)}.")
+    if self.temporal_conv_layers < 1:
+      raise ValueError(f"temporal_conv_layers must be at least 1, got "
+                       f"{self.temporal_conv_layers}.")
+    if self.attn_ff_mult < 0:
+      raise ValueError(f"attn_ff_mult must be 0 (no feed-forward) or a positive hidden-width "
+                       f"multiple, got {self.attn_ff_mult}.")
     levels = len(self.channel_mult)
     if len(self.temporal_downsample) != levels - 1:
       raise ValueError(f"temporal_downsample needs {levels - 1} entries (one per level "
@@ -315,14 +348,16 @@ class UNet3D(nn.Module):
     stage_cls = Stage if self.remat == "none" else nn.remat(Stage, policy=policy)
     levels = len(self.channel_mult)
 
-    def stage(features, level, name):
+    def stage(features, level, name, attn=False):  # attn: every attention layer, any level
       return stage_cls(
           features, temporal_conv=level in self.temporal_conv_levels,
-          spatial_attn=level in self.spatial_attn_levels,
-          temporal_attn=level in self.temporal_attn_levels,
-          cross_attn=bool(self.text_dim) and level in self.cross_attn_levels,
+          spatial_attn=attn or level in self.spatial_attn_levels,
+          temporal_attn=attn or level in self.temporal_attn_levels,
+          cross_attn=bool(self.text_dim) and (attn or level in self.cross_attn_levels),
           head_dim=self.head_dim, causal=self.causal_temporal, dropout=self.dropout,
-          deterministic=not train, query_chunk=self.attn_query_chunk, name=name, **kw)
+          deterministic=not train, query_chunk=self.attn_query_chunk,
+          ff_mult=self.attn_ff_mult, temporal_conv_layers=self.temporal_conv_layers,
+          name=name, **kw)
 
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
@@ -352,7 +387,7 @@ class UNet3D(nn.Module):
                              **kw)(x))
         skips.append(x)
     mid = self.base_channels * self.channel_mult[-1]
-    x = stage(mid, levels - 1, "mid_0")(x, emb, is_image, text, text_mask)
+    x = stage(mid, levels - 1, "mid_0", self.mid_attn)(x, emb, is_image, text, text_mask)
     x = stage(mid, levels - 1, "mid_1")(x, emb, is_image, text, text_mask)
     for level in reversed(range(levels)):
       for i in range(self.num_res_blocks + 1):
