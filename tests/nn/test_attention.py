@@ -315,3 +315,43 @@ def test_chunked_attention_equals_whole_and_bounds_backward_memory(length, chunk
   whole_temp = temp(whole)
   assert whole_temp > 3 * logits
   assert temp(lambda q, k, v: chunked_attention(q, k, v, 128)) < whole_temp / 6
+
+
+@pytest.mark.parametrize("logits", [140, 200])  # chunks that leave padding rows
+def test_cpu_chunked_temporal_and_cross_attention_equal_whole(monkeypatch, logits):
+  from videojax.nn import attention
+
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 5, 3, 3, 8))  # 18 sequences of 5 frames
+  emb, mask = _text()
+  is_image = jnp.array([True, False])
+  blocks = [(TemporalAttention(num_heads=2), (None,)), (TemporalAttention(num_heads=2),
+                                                        (is_image,)),
+            (CrossAttention(num_heads=2), (emb, mask))]
+  for block, args in blocks:
+    params = jax.tree.map(lambda p: p + 0.1, block.init(jax.random.PRNGKey(0), x, *args))
+    whole = block.clone(attention_impl="xla")  # a named implementation: no CPU chunks
+
+    def loss(m):
+      return lambda p, x: jnp.sum(jnp.sin(m.apply(p, x, *args)))
+
+    want, g_want = loss(whole)(params, x), jax.grad(loss(whole), argnums=(0, 1))(params, x)
+    monkeypatch.setattr(attention, "CPU_CHUNK_LOGITS", logits)
+    got, g_got = loss(block)(params, x), jax.grad(loss(block), argnums=(0, 1))(params, x)
+    monkeypatch.undo()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # The chunks are really there: the CPU path lowers to a loop of checkpointed chunks.
+  monkeypatch.setattr(attention, "CPU_CHUNK_LOGITS", 200)
+  block, args = blocks[2]
+  text = jax.jit(lambda p, x: block.apply(p, x, *args)).lower(
+      block.init(jax.random.PRNGKey(0), x, *args), x).as_text()
+  assert "while" in text
+
+
+def test_chunked_attention_rejects_a_query_dependent_mask():
+  from videojax.nn.attention import chunked_attention
+
+  q = jnp.zeros((1, 8, 2, 4))
+  with pytest.raises(ValueError, match=r"takes a key mask .* got mask of shape \(1, 1, 8, 8\)"):
+    chunked_attention(q, q, q, 4, mask=jnp.ones((1, 1, 8, 8), bool))

@@ -125,13 +125,15 @@ def test_feed_forward_is_identity_at_init_then_geglu_per_token():
   variables = ff.init(jax.random.PRNGKey(0), X)
   np.testing.assert_array_equal(ff.apply(variables, X), X)
   p = _randomise(nn.meta.unbox(variables))["params"]
-  assert p["wi"]["kernel"].shape == (8, 32) and p["wo"]["kernel"].shape == (16, 8)
+  assert p["value"]["kernel"].shape == p["gate"]["kernel"].shape == (8, 16)
+  assert p["out"]["kernel"].shape == (16, 8)
   y = ff.apply({"params": p}, X)
-  # Closed form: x + W2 (a * gelu(g)) + b2 with [a, g] = W1 LN(x) + b1.
+  # Closed form: x + W_out (a * gelu(g)) + b_out with a, g = W_value, W_gate LN(x) + b.
   mu, var = X.mean(-1, keepdims=True), X.var(-1, keepdims=True)
   ln = (X - mu) / jnp.sqrt(var + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
-  a, g = jnp.split(ln @ p["wi"]["kernel"] + p["wi"]["bias"], 2, -1)
-  want = X + (a * jax.nn.gelu(g)) @ p["wo"]["kernel"] + p["wo"]["bias"]
+  a = ln @ p["value"]["kernel"] + p["value"]["bias"]
+  g = ln @ p["gate"]["kernel"] + p["gate"]["bias"]
+  want = X + (a * jax.nn.gelu(g)) @ p["out"]["kernel"] + p["out"]["bias"]
   np.testing.assert_allclose(y, want, atol=1e-4)
   # Per token: changing one (t, h, w) position changes the output there only.
   y2 = ff.apply({"params": p}, X.at[1, 2, 3, 0].add(1.0))

@@ -15,10 +15,13 @@ exactly the identity (the U-Net starts as its convolutional skeleton):
 
 All of them compute attention with `jax.nn.dot_product_attention`, which picks a
 fused kernel where one exists (`attention_impl='cudnn'` on GPUs, bf16/fp16 only).
-Elsewhere (CPU, TPU without a kernel) it materialises the [S, heads, L, L] logits:
-`SpatialAttention` then goes over `query_chunk` queries at a time
-(`chunked_attention`), so a 64x64 frame's 4096 positions never hold the whole
-4096 x 4096 matrix, in the forward or the backward pass.
+Elsewhere it materialises the [S, heads, L, L] logits: `SpatialAttention` can go over
+`query_chunk` queries at a time (`chunked_attention`), so a 64x64 frame's 4096
+positions never hold the whole 4096 x 4096 matrix, in the forward or the backward
+pass. On XLA's CPU backend every block works in cache-sized pieces: spatial attention
+runs a FlashAttention recurrence per (frame, head) (`_flash`), temporal and cross
+attention go over chunks of sequences / queries under `jax.checkpoint`
+(`checkpointed_chunks`); results equal the whole computation's.
 Every parameter carries logical axis names; the block outputs carry a logical
 constraint (a no-op without a mesh and rules).
 """
@@ -152,48 +155,87 @@ def _flash_bwd(chunk, res, do):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
+CPU_CHUNK_LOGITS = 2**18  # logits a checkpointed CPU chunk holds: 1 MiB, an L2 cache's worth
+
+
+def on_cpu(implementation: str | None = None) -> bool:
+  """True where attention runs on XLA's CPU backend (no named kernel): the chunked paths."""
+  return jax.default_backend() == "cpu" and implementation is None
+
+
+def checkpointed_chunks(fn, xs: tuple[Array, ...], size: int) -> Array:
+  """fn(*xs) computed `size` rows of the leading axis at a time, under `jax.checkpoint`.
+
+  For attention on XLA's CPU backend, which otherwise writes the whole logits and the
+  several buffers of their backward pass to memory: a chunk's stay in cache, and its
+  backward recomputes them (temporal attention at 64 x 64, 16 frames: fwd+bwd 1.6 s ->
+  0.66 s; cross-attention of 65536 queries to 77 tokens 253 -> 69 ms).
+
+  Args:
+    fn: acts row by row: row i of its output depends on row i of every x only.
+    xs: arrays sharing the leading axis; padded with zeros to a multiple of the chunk
+      (padding rows are computed and dropped).
+    size: rows per chunk (at most; the chunks are made equal).
+
+  Returns:
+    fn(*xs), rows in order.
+  """
+  length = xs[0].shape[0]
+  n = -(-length // max(1, min(size, length)))
+  size = -(-length // n)
+  xs = [jnp.pad(x, [(0, n * size - length)] + [(0, 0)] * (x.ndim - 1)) for x in xs]
+  out = jax.lax.map(jax.checkpoint(lambda a: fn(*a)),
+                    [x.reshape(n, size, *x.shape[1:]) for x in xs])
+  return out.reshape(n * size, *out.shape[2:])[:length]
+
+
 def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
-                      implementation: str | None = None) -> Array:
+                      implementation: str | None = None, mask: Array | None = None) -> Array:
   """Softmax attention of q over (k, v), a chunk of queries at a time.
 
   Each query's softmax is over all keys, so chunking the queries changes no result
   (the test checks values and gradients against `jax.nn.dot_product_attention`).
-  On CPU, without a named `implementation`, every (example, head) runs `_flash`: no
-  [L, K] buffer in the forward or backward pass, and 3-4x faster than XLA's
-  attention (fwd+bwd of [16, 4096, 4, 8]: 15.9 s -> 4.0 s;
+  On CPU, without a named `implementation` and a mask, every (example, head) runs
+  `_flash`: no [L, K] buffer in the forward or backward pass, and 3-4x faster than
+  XLA's attention (fwd+bwd of [16, 4096, 4, 8]: 15.9 s -> 4.0 s;
   benchmarks/results/vs_diffusers.md). Elsewhere the chunks call
   `jax.nn.dot_product_attention` under `jax.checkpoint` (Rabe & Staats 2021, without
   their key chunking): the backward pass holds one chunk's probabilities at a time.
 
   Args:
     q: [S, L, N, D] queries; k, v: [S, K, N, D].
-    query_chunk: queries per chunk (0: `jax.nn.dot_product_attention` whole; -1: 128
-      on CPU, 0 elsewhere). The CPU path loops over the S x N (example, head) pairs, so
-      a mesh that shards S gathers them: on a multi-device mesh pass 0.
+    query_chunk: queries per chunk (0: `jax.nn.dot_product_attention` whole; -1: on
+      CPU 128 without a mask and `CPU_CHUNK_LOGITS` / (N K) with one, 0 elsewhere). The
+      CPU flash path loops over the S x N (example, head) pairs, so a mesh that shards
+      S gathers them: on a multi-device mesh pass 0.
     implementation: passed to `jax.nn.dot_product_attention` (None: XLA's choice).
+    mask: optional bool key mask broadcastable to [S, N, L, K] whose query axis has
+      size 1 (a mask per key, e.g. text padding).
 
   Returns:
     [S, L, N, D].
   """
-  cpu = jax.default_backend() == "cpu" and implementation is None
-  if query_chunk < 0:
-    query_chunk = CPU_QUERY_CHUNK if cpu else 0
+  cpu = on_cpu(implementation)
   s, length, heads, d = q.shape
-  if not query_chunk or (length <= query_chunk and not cpu):
-    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-  n = -(-length // min(query_chunk, length))
-  size = -(-length // n)  # equal chunks; the last is padded with zero queries
-  q = jnp.pad(q, ((0, 0), (0, n * size - length), (0, 0), (0, 0)))
-  if cpu:
+  if mask is not None and mask.shape[-2] != 1:
+    raise ValueError(f"chunked_attention takes a key mask (query axis of size 1), got mask "
+                     f"of shape {tuple(mask.shape)}; use jax.nn.dot_product_attention.")
+  if query_chunk < 0:
+    query_chunk = 0 if not cpu else (
+        CPU_QUERY_CHUNK if mask is None else max(1, CPU_CHUNK_LOGITS // (heads * k.shape[1])))
+  if not query_chunk or (length <= query_chunk and (not cpu or mask is not None)):
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+  if cpu and mask is None:
+    n = -(-length // min(query_chunk, length))
+    size = -(-length // n)  # equal chunks; the last is padded with zero queries
+    q = jnp.pad(q, ((0, 0), (0, n * size - length), (0, 0), (0, 0)))
     fold = lambda x: x.transpose(0, 2, 1, 3).reshape(s * heads, x.shape[1], d)  # noqa: E731
     qf = fold(q * jnp.asarray(d**-0.5, q.dtype))
     o = jax.lax.map(lambda a: _flash(*a, size), (qf, fold(k), fold(v)))  # [S*N, L', D]
     return o.reshape(s, heads, n * size, d).transpose(0, 2, 1, 3)[:, :length]
-  q = q.reshape(s, n, size, heads, d).swapaxes(0, 1)  # [n, S, size, N, D]
-  attend = jax.checkpoint(
-      lambda qc: jax.nn.dot_product_attention(qc, k, v, implementation=implementation))
-  o = jax.lax.map(attend, q)  # [n, S, size, N, D]
-  return o.swapaxes(0, 1).reshape(s, n * size, heads, d)[:, :length]
+  attend = lambda qc: jax.nn.dot_product_attention(  # noqa: E731  [c, S, N, D] -> same
+      qc.swapaxes(0, 1), k, v, mask=mask, implementation=implementation).swapaxes(0, 1)
+  return checkpointed_chunks(attend, (q.swapaxes(0, 1),), query_chunk).swapaxes(0, 1)
 
 
 def _split_heads(x: Array, num_heads: int) -> Array:  # [S, L, C] -> [S, L, N, C / N]
@@ -328,8 +370,13 @@ class TemporalAttention(nn.Module):
       mask = jnp.broadcast_to(per_example[:, None, None], (b, h * w, 1, t, t))
       mask = mask.reshape(b * h * w, 1, t, t)  # [B*H*W, 1, T, T]
 
-    o = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask,
-                                     implementation=self.attention_impl)
+    attend = lambda q, k, v, m=mask: jax.nn.dot_product_attention(  # noqa: E731
+        q, k, v, bias=bias, mask=m, implementation=self.attention_impl)
+    if on_cpu(self.attention_impl):  # a cache's worth of sequences (and masks) at a time
+      xs = (q, k, v, mask) if mask.shape[0] > 1 else (q, k, v)
+      o = checkpointed_chunks(attend, xs, CPU_CHUNK_LOGITS // (n * t * t))
+    else:
+      o = attend(q, k, v)
     o = o.reshape(b * h * w, t, c)  # [B*H*W, T, C]
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     o = o.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)  # [B, T, H, W, C]
@@ -402,8 +449,8 @@ class CrossAttention(nn.Module):
     q = _split_heads(dense(c, ("embed", "heads"), name="query", **kw)(y), n)
     k = _split_heads(dense(c, ("embed", "heads"), name="key", **kw)(text), n)  # [B, L, N, Dh]
     v = _split_heads(dense(c, ("embed", "heads"), name="value", **kw)(text), n)
-    o = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :],
-                                     implementation=self.attention_impl)
+    # On CPU a cache's worth of queries at a time (chunked_attention); whole elsewhere.
+    o = chunked_attention(q, k, v, -1, self.attention_impl, mask=key_mask[:, None, None, :])
     o = o.reshape(b, t * h * w, c)  # [B, T*H*W, C]
     o = dense(c, ("heads", "embed"), zero_init=True, name="out", **kw)(o)
     o = jnp.where(has_text[:, None, None], o, 0)
