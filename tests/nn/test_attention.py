@@ -319,7 +319,7 @@ def test_chunked_attention_equals_whole_and_bounds_backward_memory(length, chunk
 
 @pytest.mark.parametrize("logits", [140, 200])  # chunks that leave padding rows
 def test_cpu_chunked_temporal_and_cross_attention_equal_whole(monkeypatch, logits):
-  from videojax.nn import attention
+  from videojax.nn import chunks
 
   x = jax.random.normal(jax.random.PRNGKey(4), (2, 5, 3, 3, 8))  # 18 sequences of 5 frames
   emb, mask = _text()
@@ -335,14 +335,14 @@ def test_cpu_chunked_temporal_and_cross_attention_equal_whole(monkeypatch, logit
       return lambda p, x: jnp.sum(jnp.sin(m.apply(p, x, *args)))
 
     want, g_want = loss(whole)(params, x), jax.grad(loss(whole), argnums=(0, 1))(params, x)
-    monkeypatch.setattr(attention, "CPU_CHUNK_LOGITS", logits)
+    monkeypatch.setattr(chunks, "CPU_CHUNK", logits)
     got, g_got = loss(block)(params, x), jax.grad(loss(block), argnums=(0, 1))(params, x)
     monkeypatch.undo()
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # The chunks are really there: the CPU path lowers to a loop of checkpointed chunks.
-  monkeypatch.setattr(attention, "CPU_CHUNK_LOGITS", 200)
+  monkeypatch.setattr(chunks, "CPU_CHUNK", 200)
   block, args = blocks[2]
   text = jax.jit(lambda p, x: block.apply(p, x, *args)).lower(
       block.init(jax.random.PRNGKey(0), x, *args), x).as_text()

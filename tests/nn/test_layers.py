@@ -125,17 +125,36 @@ def test_feed_forward_is_identity_at_init_then_geglu_per_token():
   variables = ff.init(jax.random.PRNGKey(0), X)
   np.testing.assert_array_equal(ff.apply(variables, X), X)
   p = _randomise(nn.meta.unbox(variables))["params"]
-  assert p["value"]["kernel"].shape == p["gate"]["kernel"].shape == (8, 16)
-  assert p["out"]["kernel"].shape == (16, 8)
+  assert p["value_kernel"].shape == p["gate_kernel"].shape == (8, 16)
+  assert p["out_kernel"].shape == (16, 8)
   y = ff.apply({"params": p}, X)
   # Closed form: x + W_out (a * gelu(g)) + b_out with a, g = W_value, W_gate LN(x) + b.
   mu, var = X.mean(-1, keepdims=True), X.var(-1, keepdims=True)
-  ln = (X - mu) / jnp.sqrt(var + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
-  a = ln @ p["value"]["kernel"] + p["value"]["bias"]
-  g = ln @ p["gate"]["kernel"] + p["gate"]["bias"]
-  want = X + (a * jax.nn.gelu(g)) @ p["out"]["kernel"] + p["out"]["bias"]
+  ln = (X - mu) / jnp.sqrt(var + 1e-6) * p["norm_scale"] + p["norm_bias"]
+  a = ln @ p["value_kernel"] + p["value_bias"]
+  g = ln @ p["gate_kernel"] + p["gate_bias"]
+  want = X + (a * jax.nn.gelu(g)) @ p["out_kernel"] + p["out_bias"]
   np.testing.assert_allclose(y, want, atol=1e-4)
   # Per token: changing one (t, h, w) position changes the output there only.
   y2 = ff.apply({"params": p}, X.at[1, 2, 3, 0].add(1.0))
   changed = np.argwhere(np.any(np.abs(np.asarray(y2 - y)) > 1e-6, axis=-1))
   np.testing.assert_array_equal(changed, [[1, 2, 3, 0]])
+
+
+def test_feed_forward_in_cpu_chunks_equals_whole(monkeypatch):
+  from videojax.nn import chunks
+
+  ff = L.FeedForward(mult=2)
+  p = _randomise(nn.meta.unbox(ff.init(jax.random.PRNGKey(0), X)))
+  loss = lambda p, x: jnp.sum(jnp.sin(ff.apply(p, x)))  # noqa: E731
+  want, g_want = loss(p, X), jax.grad(loss, argnums=(0, 1))(p, X)
+  monkeypatch.setattr(chunks, "CPU_CHUNK", 16 * 7)  # 7 tokens a chunk: 160 = 23 x 7 - 1
+  assert "while" in jax.jit(lambda p, x: ff.apply(p, x)).lower(p, X).as_text()
+  got, g_got = loss(p, X), jax.grad(loss, argnums=(0, 1))(p, X)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # Logical axes on every parameter (the sharding rules name them).
+  specs = nn.get_partition_spec(ff.init(jax.random.PRNGKey(0), X))["params"]
+  assert tuple(specs["value_kernel"]) == ("embed", "mlp")
+  assert tuple(specs["out_kernel"]) == ("mlp", "embed")

@@ -21,7 +21,7 @@ positions never hold the whole 4096 x 4096 matrix, in the forward or the backwar
 pass. On XLA's CPU backend every block works in cache-sized pieces: spatial attention
 runs a FlashAttention recurrence per (frame, head) (`_flash`), temporal and cross
 attention go over chunks of sequences / queries under `jax.checkpoint`
-(`checkpointed_chunks`); results equal the whole computation's.
+(`videojax.nn.chunks`); results equal the whole computation's.
 Every parameter carries logical axis names; the block outputs carry a logical
 constraint (a no-op without a mesh and rules).
 """
@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from videojax.nn import chunks
 from videojax.nn.layers import constrain_video, dense
 
 Array = jax.Array
@@ -155,40 +156,6 @@ def _flash_bwd(chunk, res, do):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-CPU_CHUNK_LOGITS = 2**18  # logits a checkpointed CPU chunk holds: 1 MiB, an L2 cache's worth
-
-
-def on_cpu(implementation: str | None = None) -> bool:
-  """True where attention runs on XLA's CPU backend (no named kernel): the chunked paths."""
-  return jax.default_backend() == "cpu" and implementation is None
-
-
-def checkpointed_chunks(fn, xs: tuple[Array, ...], size: int) -> Array:
-  """fn(*xs) computed `size` rows of the leading axis at a time, under `jax.checkpoint`.
-
-  For attention on XLA's CPU backend, which otherwise writes the whole logits and the
-  several buffers of their backward pass to memory: a chunk's stay in cache, and its
-  backward recomputes them (temporal attention at 64 x 64, 16 frames: fwd+bwd 1.6 s ->
-  0.66 s; cross-attention of 65536 queries to 77 tokens 253 -> 69 ms).
-
-  Args:
-    fn: acts row by row: row i of its output depends on row i of every x only.
-    xs: arrays sharing the leading axis; padded with zeros to a multiple of the chunk
-      (padding rows are computed and dropped).
-    size: rows per chunk (at most; the chunks are made equal).
-
-  Returns:
-    fn(*xs), rows in order.
-  """
-  length = xs[0].shape[0]
-  n = -(-length // max(1, min(size, length)))
-  size = -(-length // n)
-  xs = [jnp.pad(x, [(0, n * size - length)] + [(0, 0)] * (x.ndim - 1)) for x in xs]
-  out = jax.lax.map(jax.checkpoint(lambda a: fn(*a)),
-                    [x.reshape(n, size, *x.shape[1:]) for x in xs])
-  return out.reshape(n * size, *out.shape[2:])[:length]
-
-
 def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
                       implementation: str | None = None, mask: Array | None = None) -> Array:
   """Softmax attention of q over (k, v), a chunk of queries at a time.
@@ -205,7 +172,7 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   Args:
     q: [S, L, N, D] queries; k, v: [S, K, N, D].
     query_chunk: queries per chunk (0: `jax.nn.dot_product_attention` whole; -1: on
-      CPU 128 without a mask and `CPU_CHUNK_LOGITS` / (N K) with one, 0 elsewhere). The
+      CPU 128 without a mask and `chunks.CPU_CHUNK` / (N K) with one, 0 elsewhere). The
       CPU flash path loops over the S x N (example, head) pairs, so a mesh that shards
       S gathers them: on a multi-device mesh pass 0.
     implementation: passed to `jax.nn.dot_product_attention` (None: XLA's choice).
@@ -215,14 +182,14 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   Returns:
     [S, L, N, D].
   """
-  cpu = on_cpu(implementation)
+  cpu = chunks.on_cpu(implementation)
   s, length, heads, d = q.shape
   if mask is not None and mask.shape[-2] != 1:
     raise ValueError(f"chunked_attention takes a key mask (query axis of size 1), got mask "
                      f"of shape {tuple(mask.shape)}; use jax.nn.dot_product_attention.")
   if query_chunk < 0:
     query_chunk = 0 if not cpu else (
-        CPU_QUERY_CHUNK if mask is None else max(1, CPU_CHUNK_LOGITS // (heads * k.shape[1])))
+        CPU_QUERY_CHUNK if mask is None else chunks.rows_per_chunk(heads * k.shape[1]))
   if not query_chunk or (length <= query_chunk and (not cpu or mask is not None)):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
   if cpu and mask is None:
@@ -235,7 +202,7 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
     return o.reshape(s, heads, n * size, d).transpose(0, 2, 1, 3)[:, :length]
   attend = lambda qc: jax.nn.dot_product_attention(  # noqa: E731  [c, S, N, D] -> same
       qc.swapaxes(0, 1), k, v, mask=mask, implementation=implementation).swapaxes(0, 1)
-  return checkpointed_chunks(attend, (q.swapaxes(0, 1),), query_chunk).swapaxes(0, 1)
+  return chunks.checkpointed(attend, (q.swapaxes(0, 1),), query_chunk).swapaxes(0, 1)
 
 
 def _split_heads(x: Array, num_heads: int) -> Array:  # [S, L, C] -> [S, L, N, C / N]
@@ -372,9 +339,9 @@ class TemporalAttention(nn.Module):
 
     attend = lambda q, k, v, m=mask: jax.nn.dot_product_attention(  # noqa: E731
         q, k, v, bias=bias, mask=m, implementation=self.attention_impl)
-    if on_cpu(self.attention_impl):  # a cache's worth of sequences (and masks) at a time
+    if chunks.on_cpu(self.attention_impl):  # a cache's worth of sequences (and masks)
       xs = (q, k, v, mask) if mask.shape[0] > 1 else (q, k, v)
-      o = checkpointed_chunks(attend, xs, CPU_CHUNK_LOGITS // (n * t * t))
+      o = chunks.checkpointed(attend, xs, chunks.rows_per_chunk(n * t * t))
     else:
       o = attend(q, k, v)
     o = o.reshape(b * h * w, t, c)  # [B*H*W, T, C]
