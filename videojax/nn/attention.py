@@ -193,8 +193,7 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   if not query_chunk or (length <= query_chunk and (not cpu or mask is not None)):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
   if cpu and mask is None:
-    n = -(-length // min(query_chunk, length))
-    size = -(-length // n)  # equal chunks; the last is padded with zero queries
+    n, size = chunks.equal_chunks(length, query_chunk)  # the last padded with zero queries
     q = jnp.pad(q, ((0, 0), (0, n * size - length), (0, 0), (0, 0)))
     fold = lambda x: x.transpose(0, 2, 1, 3).reshape(s * heads, x.shape[1], d)  # noqa: E731
     qf = fold(q * jnp.asarray(d**-0.5, q.dtype))

@@ -34,6 +34,12 @@ def rows_per_chunk(width: int) -> int:
   return max(1, CPU_CHUNK // max(1, width))
 
 
+def equal_chunks(length: int, size: int) -> tuple[int, int]:
+  """(n, size'): n equal chunks of size' <= size rows covering `length` (the last padded)."""
+  n = -(-length // max(1, min(size, length)))
+  return n, -(-length // n)
+
+
 def checkpointed(fn, xs: tuple[Array, ...], size: int) -> Array:
   """fn(*xs) computed `size` rows of the leading axis at a time, under `jax.checkpoint`.
 
@@ -48,10 +54,9 @@ def checkpointed(fn, xs: tuple[Array, ...], size: int) -> Array:
     fn(*xs), rows in order.
   """
   length = xs[0].shape[0]
-  n = -(-length // max(1, min(size, length)))
+  n, size = equal_chunks(length, size)
   if n == 1:  # one chunk: nothing to bound, and nothing to recompute
     return fn(*xs)
-  size = -(-length // n)
   xs = [jnp.pad(x, [(0, n * size - length)] + [(0, 0)] * (x.ndim - 1)) for x in xs]
   out = jax.lax.map(jax.checkpoint(lambda a: fn(*a)),
                     [x.reshape(n, size, *x.shape[1:]) for x in xs])
