@@ -46,7 +46,7 @@ def checkpointed(fn, xs: tuple[Array, ...], size: int) -> Array:
   Args:
     fn: a pure function of arrays (no Flax module calls: take the parameters out
       first) that acts row by row: row i of its output depends on row i of every x.
-      No convolutions: XLA's CPU backend runs their input and kernel gradients 10-20x
+      No convolutions: XLA's CPU backend runs their input and kernel gradients 5-20x
       slower inside a loop body than outside (`benchmarks/cpu_floor.py`), which is
       why the residual blocks are not chunked.
     xs: arrays sharing the leading axis; padded with zeros to a multiple of the chunk
