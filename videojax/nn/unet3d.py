@@ -42,6 +42,7 @@ REMAT_POLICIES = {
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 CONDITIONINGS = ("none", "ssr", "tsr")
+ATTENTION_IMPLS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's implementations
 
 
 class ResBlock(nn.Module):
@@ -93,28 +94,30 @@ class Stage(nn.Module):
   query_chunk: int = -1
   ff_mult: int = 0
   temporal_conv_layers: int = 1
+  attention_impl: str | None = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb, is_image, text, text_mask):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    attn_kw = dict(attention_impl=self.attention_impl, **kw)
     heads = max(1, self.features // self.head_dim)
     x = ResBlock(self.features, self.temporal_conv, self.causal, self.dropout,
                  self.deterministic, temporal_layers=self.temporal_conv_layers, name="res",
                  **kw)(x, emb, is_image)
     if self.spatial_attn:
       x = SpatialAttention(num_heads=heads, query_chunk=self.query_chunk, name="spatial_attn",
-                           **kw)(x)
+                           **attn_kw)(x)
       if self.ff_mult:
         x = constrain_video(FeedForward(self.ff_mult, name="spatial_ff", **kw)(x))
     if self.temporal_attn:
       x = TemporalAttention(num_heads=heads, causal=self.causal, name="temporal_attn",
-                            **kw)(x, is_image)
+                            **attn_kw)(x, is_image)
       if self.ff_mult:
         x = constrain_video(FeedForward(self.ff_mult, name="temporal_ff", **kw)(x))
     if self.cross_attn:
-      x = CrossAttention(num_heads=heads, name="cross_attn", **kw)(x, text, text_mask)
+      x = CrossAttention(num_heads=heads, name="cross_attn", **attn_kw)(x, text, text_mask)
     return constrain_video(x)
 
 
@@ -188,6 +191,11 @@ class UNet3D(nn.Module):
       temporal attention layer, which makes them transformer blocks as in Stable
       Diffusion, Video LDM and diffusers' UNet3DConditionModel (zero-initialised: a
       fresh one is the identity, so it can be added to a trained model).
+    attention_impl: the kernel of every attention layer, passed to
+      `jax.nn.dot_product_attention`: None (default: XLA's attention, and on CPU the
+      library's chunked loops), 'xla', or 'cudnn' (cuDNN's fused flash attention: a
+      GPU and bfloat16 / float16 compute `dtype`; checked before any compute).
+      Parameters do not depend on it, so a checkpoint trained with one loads with any.
     dtype, param_dtype: compute and parameter dtypes.
   """
 
@@ -217,12 +225,28 @@ class UNet3D(nn.Module):
   remat: str = "none"
   attn_query_chunk: int = -1
   attn_ff_mult: int = 0
+  attention_impl: str | None = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+
+  def _check_attention_impl(self):
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; expected one of "
+                       f"{ATTENTION_IMPLS}.")
+    if self.attention_impl != "cudnn":
+      return
+    if jnp.dtype(self.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+      raise ValueError(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype, "
+                       f"got dtype={jnp.dtype(self.dtype).name}; set model.dtype='bfloat16' "
+                       "or attention_impl=None.")
+    if jax.default_backend() != "gpu":
+      raise ValueError(f"attention_impl='cudnn' needs a GPU, but JAX's backend is "
+                       f"{jax.default_backend()!r}; use attention_impl=None (or 'xla').")
 
   def _check_inputs(self, z, logsnr, text, text_mask, cond_video, cond_mask, aug_logsnr,
                     is_image):
     """Shape and configuration checks, all on static shapes: they run before compute."""
+    self._check_attention_impl()
     if self.cond not in CONDITIONINGS:
       raise ValueError(f"Unknown conditioning {self.cond!r}; expected one of {CONDITIONINGS}.")
     if self.remat not in REMAT_POLICIES:
@@ -357,7 +381,7 @@ class UNet3D(nn.Module):
           head_dim=self.head_dim, causal=self.causal_temporal, dropout=self.dropout,
           deterministic=not train, query_chunk=self.attn_query_chunk,
           ff_mult=self.attn_ff_mult, temporal_conv_layers=self.temporal_conv_layers,
-          name=name, **kw)
+          attention_impl=self.attention_impl, name=name, **kw)
 
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
