@@ -2,7 +2,8 @@ r"""Model FLOPs utilisation of a stage's train step on the local accelerator.
 
   python -m benchmarks.mfu --config configs/base.py:demo --config.model.dtype=bfloat16 \
       --config.model.base_channels=256 --config.data.batch_size=32 \
-      [--config.model.attention_impl=cudnn] --accelerator h100 [--steps 10] [--repeats 5] [--out benchmarks/results/mfu_h100.md]
+      [--config.model.attention_impl=cudnn] --accelerator h100 [--steps 10] [--repeats 5] \
+      [--out benchmarks/results/mfu_h100.md]
 
 Builds the stage's train step exactly as the trainer and the planner do
 (`videojax.parallel.plan.train_setup`: shardings from the logical axis rules, the state

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from videojax.nn import remat as remat_lib
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
                                       upsample_video)
@@ -369,7 +370,7 @@ class UNet3D(nn.Module):
     text = None if not self.text_dim else text.astype(self.dtype)
 
     policy = REMAT_POLICIES[self.remat]
-    stage_cls = Stage if self.remat == "none" else nn.remat(Stage, policy=policy)
+    stage_cls = Stage if self.remat == "none" else remat_lib.remat(Stage, policy=policy)
     levels = len(self.channel_mult)
 
     def stage(features, level, name, attn=False):  # attn: every attention layer, any level
