@@ -92,7 +92,7 @@ def test_off_cpu_it_is_flax_remat():
 
 def test_unet_remat_lowers_the_compiled_temporaries():
   """The U-Net's `remat='full'` on CPU: its gradient's temporaries drop by more than half
-  (measured 835 -> 183 MiB at [8, 8, 32, 32, 3]; here a smaller input)."""
+  (measured 835 -> 331 MiB at [8, 8, 32, 32, 3]; here a smaller input)."""
   if jax.default_backend() != "cpu":
     pytest.skip("the CPU compiler's behaviour")
   tiny = unet_configs.get_config("tiny").model.to_dict()

@@ -183,7 +183,9 @@ class UNet3D(nn.Module):
       output is multiplied by, (1 + gain), zero at init: lets the caption weigh down
       what the rest of the network predicts, e.g. a path it reads out of pure noise.
     dropout: dropout rate inside residual blocks (training only).
-    remat: 'none', 'full' or 'save_dots': rematerialisation of every stage.
+    remat: 'none', 'full' or 'save_dots': rematerialisation of every stage
+      (`videojax.nn.remat.remat`: flax's on GPU / TPU, one that XLA's CPU compiler
+      keeps on CPU, so that CPU plans and CPU training see its memory savings).
     attn_query_chunk: spatial attention goes over this many queries at a time in
       frames with more positions (0: never; -1: 128 on CPU, where it is faster, and
       no chunking elsewhere), bounding its memory; same results.
