@@ -52,7 +52,7 @@ def _flat(d):
     if isinstance(v, (tuple, list)):  # levels, noise levels (not the nested mesh rules)
       if all(isinstance(e, (int, float)) for e in v):
         yield k, repr(tuple(v))
-    elif v != "":
+    elif v is not None and v != "":  # None: the config's default (cannot be a flag)
       yield k, v
 
 
