@@ -38,8 +38,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.model.text_dim = unet3d.T5_XXL_DIM if paper else 384  # width of the text embeddings
   c.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
   c.model.remat = "none"  # rematerialisation: 'none', 'full' or 'save_dots'
-  # attention kernel: None (XLA; on CPU the chunked loops), 'xla', 'cudnn' (GPU, bf16)
-  c.model.attention_impl = ml_collections.config_dict.placeholder(str)
+  c.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None, 'xla', 'cudnn'
   c.model.attention_impl = None  # attention kernel: None (XLA; CPU loops), 'xla', 'cudnn' (GPU, bf16)
 
   frames, height, width, _ = arch_config.input
