@@ -19,7 +19,9 @@ zero). Elementwise, so every residual keeps its sharding; a `lax.cond` around th
 backward pass also works on one device but made the SPMD partitioner gather the
 parameters inside it (the planner's base stage on 64 devices: all-gathers 3.8 ->
 119 GiB per device). `remat` applies it to a Flax module on CPU and is
-`flax.linen.remat` elsewhere.
+`flax.linen.remat` elsewhere. Open: it halves the planned temporaries of demo-sized
+U-Nets on 1, 8 and 64 devices, but the Imagen Video base's plan on 64 devices gets
+worse with it (36.6 -> 150 GiB; benchmarks/results/plan_imagen_video.md).
 """
 
 from __future__ import annotations
