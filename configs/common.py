@@ -39,7 +39,6 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
   c.model.remat = "none"  # rematerialisation: 'none', 'full' or 'save_dots'
   c.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None, 'xla', 'cudnn'
-  c.model.attention_impl = None  # attention kernel: None (XLA; CPU loops), 'xla', 'cudnn' (GPU, bf16)
 
   frames, height, width, _ = arch_config.input
   c.data = ml_collections.ConfigDict()

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import lift
 
+
 def _zero_from(ct: Any) -> jax.Array | None:
   """A float32 zero computed from the cotangent (from one finite-masked element: exact
   for any cotangent), which no compiler folds to a constant; None when the cotangent has
