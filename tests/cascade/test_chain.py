@@ -253,3 +253,21 @@ def test_stages_are_prepared_ahead_with_the_inputs_they_get():
   out = cascade.sample(PROMPTS[:1], seed=0)
   assert out.shape == (1, 8, 16, 16, 3)
   assert [len(r.sampler._compiled) for r in cascade._runners] == [1, 1, 1]
+
+
+def test_given_encoder_replaces_the_configs(tmp_path):
+  """Cascade.load(encoder=...) encodes prompts with it (e.g. an EmbeddingCache where the
+  encoder's weights are not installed), and never builds the config's encoder."""
+  from videojax.nn.text import EmbeddingCache
+
+  dim = Cascade.load("configs/cascades/tiny.py")._text_dim
+  length = 16
+  emb = np.random.default_rng(0).normal(size=(len(PROMPTS), length, dim)).astype(np.float16)
+  masks = np.ones((len(PROMPTS), length), np.int8)
+  cache = EmbeddingCache(PROMPTS, emb, masks)
+  cascade = Cascade.load("configs/cascades/tiny.py", encoder=cache)
+  got, got_mask = cascade.encode(PROMPTS[::-1])
+  np.testing.assert_array_equal(got, emb[::-1].astype(np.float32))
+  np.testing.assert_array_equal(got_mask, masks[::-1])
+  with pytest.raises(KeyError, match="not in the embedding cache"):
+    cascade.encode(["a prompt the cache does not hold"])

@@ -86,6 +86,13 @@ def test_cache_equals_running_the_encoder_and_feeds_the_pipeline(encoder, tmp_pa
     T.EmbeddingCache.build(encoder, CAPTIONS, path)
   with pytest.raises(KeyError, match="not in the embedding cache"):
     loaded.lookup("a purple circle")
+  # It stands in for its encoder (Cascade.load(..., encoder=cache)) on captions it holds.
+  assert loaded.dim == encoder.dim
+  got_emb, got_mask = loaded.encode_captions([CAPTIONS[1], CAPTIONS[0]])
+  np.testing.assert_allclose(got_emb, np.asarray(emb)[[1, 0]], atol=2e-3)
+  np.testing.assert_array_equal(got_mask, np.asarray(mask)[[1, 0]])
+  with pytest.raises(KeyError, match="not in the embedding cache"):
+    loaded.encode_captions([CAPTIONS[0], "a purple circle"])
   # The input pipeline reads embeddings by caption.
   source = [{"video": np.zeros((4, 8, 8, 3), np.uint8), "caption": c.encode()} for c in CAPTIONS]
   batch = pipeline.make_dataset(source, pipeline.StageView("base", 4, 8, 8), batch_size=4,

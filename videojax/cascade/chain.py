@@ -107,21 +107,27 @@ class _Runner:
 class Cascade:
   """A validated chain of stages with their weights, sampled stage by stage."""
 
-  def __init__(self, stages: list[Stage], text: ml_collections.ConfigDict, seed: int = 0):
+  def __init__(self, stages: list[Stage], text: ml_collections.ConfigDict, seed: int = 0,
+               encoder: Any = None):
     self.stages = stages
     self.text_config = text
-    self._encoder = None
+    self._encoder = encoder  # None: built from `text` on first use
     self._text_dim = next((s.config.model.text_dim for s in stages if s.config.model.text_dim),
                           0)
     self._runners = [_Runner(s, self._text_dim, seed) for s in stages]
 
   @classmethod
   def load(cls, config: str | ml_collections.ConfigDict = DEFAULT_CASCADE,
-           root: str = ROOT) -> "Cascade":
-    """A cascade from a config file path ('configs/cascades/demo.py') or ConfigDict."""
+           root: str = ROOT, *, encoder: Any = None) -> "Cascade":
+    """A cascade from a config file path ('configs/cascades/demo.py') or ConfigDict.
+
+    `encoder`: anything with `dim` and `encode_captions(prompts) -> (emb, mask)` to use
+    instead of the config's text encoder, e.g. a `videojax.nn.text.EmbeddingCache` of
+    the same encoder's embeddings where its weights are not installed.
+    """
     if isinstance(config, str):
       config = load_config_file(config, root)
-    return cls(stages_from_config(config, root), config.text)
+    return cls(stages_from_config(config, root), config.text, encoder=encoder)
 
   def __repr__(self) -> str:
     return "Cascade(\n" + describe(self.stages) + "\n)"

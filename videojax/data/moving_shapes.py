@@ -30,6 +30,8 @@ anti-aliased footprints never share a pixel).
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -54,6 +56,7 @@ GAP = 0.25  # least gap between two objects' boxes, fraction of the extent
 SUPERSAMPLE = 4
 MIN_SIZE = 16  # least min(H, W): keeps objects apart by >= 1 pixel
 MAX_TRIES = 512 * 200
+PARALLEL_MIN = 1000  # examples in a split from which a build renders in worker processes
 
 # Unit (dx, dy) of each direction in image coordinates (y grows downwards).
 _UNIT = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
@@ -348,8 +351,24 @@ class MovingShapes(VideoBuilder):
 
   def generate(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
     cfg = self._config()
-    for index in range(self.split_sizes()[split]):
-      scene = sample_example(split, index, cfg.num_objects, aspect=cfg.width / cfg.height,
-                             seed=cfg.seed)
-      yield index, {"video": render(scene, cfg.frames, cfg.height, cfg.width),
-                    "caption": scene.caption, "index": index, **attribute_ids(scene)}
+    n = self.split_sizes()[split]
+    jobs = ((split, index, cfg) for index in range(n))
+    workers = min(os.cpu_count() or 1, 32)
+    if workers <= 2 or n < PARALLEL_MIN:  # small builds and machines: no process start-up
+      yield from map(_example, jobs)
+      return
+    # Rendering dominates a build (7 ms a 16x64x64 clip); examples are independent and
+    # come back in order, so the files are the same as a serial build's. 'spawn': the
+    # builder may run in a process that already holds threads (JAX, grain).
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+      yield from pool.imap(_example, jobs, chunksize=64)
+
+
+def _example(job: tuple[str, int, MovingShapesConfig]) -> tuple[int, dict[str, Any]]:
+  """(index, example) of one (split, index, config): what `MovingShapes.generate` yields."""
+  split, index, cfg = job
+  scene = sample_example(split, index, cfg.num_objects, aspect=cfg.width / cfg.height,
+                         seed=cfg.seed)
+  return index, {"video": render(scene, cfg.frames, cfg.height, cfg.width),
+                 "caption": scene.caption, "index": index, **attribute_ids(scene)}

