@@ -75,12 +75,16 @@ CROSS_DIM = 64  # text embedding width (diffusers' cross_attention_dim, our text
 CHANNELS = 4  # latent channels in and out
 THREADS = 2
 
-# The two benchmark sizes, in diffusers' terms; input is [B, C, T, H, W].
+# The benchmark sizes, in diffusers' terms; input is [B, C, T, H, W]. Sizes 1 and 2 fit
+# a 2-core CPU; size 3 is for one GPU (benchmarks/gpu/bench.py): a latent video U-Net of
+# 16 frames of 32x32 latents (256x256 pixels through an 8x autoencoder), 1024-wide text.
 SIZES = {
     1: dict(block_out_channels=(32, 64), layers_per_block=1, frames=8, height=32, width=32,
             text_len=16),
     2: dict(block_out_channels=(32, 64, 128), layers_per_block=2, frames=16, height=64,
             width=64, text_len=77),
+    3: dict(block_out_channels=(256, 512, 1024), layers_per_block=2, frames=16, height=32,
+            width=32, text_len=77, cross_dim=1024, head_dim=64),
 }
 PARAM_TOL, FLOP_TOL = 0.05, 0.10  # the agreement the comparison asks for
 
@@ -94,7 +98,8 @@ def diffusers_config(size: int) -> dict:
               layers_per_block=s["layers_per_block"],
               down_block_types=("CrossAttnDownBlock3D",) * (levels - 1) + ("DownBlock3D",),
               up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (levels - 1),
-              cross_attention_dim=CROSS_DIM, attention_head_dim=8, norm_num_groups=32)
+              cross_attention_dim=s.get("cross_dim", CROSS_DIM), attention_head_dim=8,
+              norm_num_groups=32)
 
 
 def our_fields(size: int, matched: bool = True) -> dict:
@@ -116,7 +121,8 @@ def our_fields(size: int, matched: bool = True) -> dict:
       channel_mult=tuple(c // chans[0] for c in chans), num_res_blocks=s["layers_per_block"],
       temporal_conv_levels=tuple(range(levels)), spatial_attn_levels=attn,
       temporal_attn_levels=attn, cross_attn_levels=attn,
-      temporal_downsample=(False,) * (levels - 1), head_dim=8, text_dim=CROSS_DIM)
+      temporal_downsample=(False,) * (levels - 1), head_dim=s.get("head_dim", 8),
+      text_dim=s.get("cross_dim", CROSS_DIM))
   if not matched:
     return fields
   # diffusers' transformer blocks: a GEGLU feed-forward after the spatial and temporal
@@ -164,18 +170,21 @@ def dot_conv_flops(jaxpr) -> int:
   return total
 
 
-def our_inputs(size: int, model: UNet3D) -> tuple:
+def our_inputs(size: int, model: UNet3D, batch: int = 1) -> tuple:
   """Abstract (z, logsnr, kwargs) for the model at this size."""
   s = SIZES[size]
-  z_shape = (1, s["frames"], s["height"], s["width"], CHANNELS)  # [B, T, H, W, C]
+  z_shape = (batch, s["frames"], s["height"], s["width"], CHANNELS)  # [B, T, H, W, C]
   z = jax.ShapeDtypeStruct(z_shape, jnp.float32)
-  logsnr = jax.ShapeDtypeStruct((1,), jnp.float32)
+  logsnr = jax.ShapeDtypeStruct((batch,), jnp.float32)
   return z, logsnr, example_inputs(model, z_shape, s["text_len"])
 
 
-def our_counts(size: int) -> dict:
-  """Parameters and forward FLOPs (XLA's and dot + conv) of our U-Net at this size."""
-  model = from_config(our_fields(size))
+def our_counts(size: int, xla: bool = True) -> dict:
+  """Parameters and forward FLOPs (XLA's and dot + conv) of our U-Net at this size.
+
+  Attention runs as XLA's dense ops here (whatever kernel a timed run uses), so that
+  the jaxpr shows its products."""
+  model = from_config(dict(our_fields(size), attention_impl="xla"))
   z, logsnr, kw = our_inputs(size, model)
   params = jax.eval_shape(lambda r, z, s, kw: model.init(r, z, s, **kw),
                           jax.random.PRNGKey(0), z, logsnr, kw)
@@ -183,20 +192,24 @@ def our_counts(size: int) -> dict:
   def fwd(p, z, s, kw):
     return model.apply(p, z, s, **kw)
 
-  cost = jax.jit(fwd).lower(params, z, logsnr, kw).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
+  xla_flops = float("nan")  # xla=False: skip compiling the forward (minutes for size 3)
+  if xla:
+    cost = jax.jit(fwd).lower(params, z, logsnr, kw).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
+    xla_flops = float(cost["flops"])
   return dict(params=count_params(model, z.shape, SIZES[size]["text_len"]),
-              xla_flops=float(cost["flops"]),
+              xla_flops=xla_flops,
               flops=dot_conv_flops(jax.make_jaxpr(fwd)(params, z, logsnr, kw).jaxpr))
 
 
-def their_inputs(size: int, device: str = "cpu") -> tuple:
+def their_inputs(size: int, device: str = "cpu", batch: int = 1) -> tuple:
   s = SIZES[size]
   gen = torch.Generator().manual_seed(0)
-  shape = (1, CHANNELS, s["frames"], s["height"], s["width"])  # [B, C, T, H, W]
+  shape = (batch, CHANNELS, s["frames"], s["height"], s["width"])  # [B, C, T, H, W]
   x = torch.randn(shape, generator=gen).to(device)
-  text = torch.randn((1, s["text_len"], CROSS_DIM), generator=gen).to(device)
-  return x, torch.tensor([500], device=device), text
+  text = torch.randn((batch, s["text_len"], s.get("cross_dim", CROSS_DIM)),
+                     generator=gen).to(device)
+  return x, torch.full((batch,), 500, device=device), text
 
 
 def their_counts(size: int) -> dict:
@@ -215,15 +228,23 @@ def their_counts(size: int) -> dict:
 # Training steps
 
 
-def compile_our_step(size: int):
+def compile_our_step(size: int, batch_size: int = 1, dtype: str = "float32",
+                     attention_impl: str | None = None):
   """Our jitted AdamW training step, compiled for abstract inputs (nothing allocated).
+
+  Args:
+    size: a key of SIZES.
+    batch_size: examples per step.
+    dtype: compute dtype ('bfloat16': float32 parameters and optimizer, bf16 compute,
+      as torch.autocast does for theirs).
+    attention_impl: UNet3D.attention_impl (None, 'xla', 'cudnn').
 
   Returns:
     (model, optimizer, compiled step (state, batch) -> (state, loss), abstract batch).
   """
-  model = from_config(our_fields(size))
+  model = from_config(dict(our_fields(size), dtype=dtype, attention_impl=attention_impl))
   tx = optax.adamw(1e-4)
-  z, logsnr, cond = our_inputs(size, model)
+  z, logsnr, cond = our_inputs(size, model, batch_size)
   batch = dict(z=z, target=z, logsnr=logsnr, **cond)
   variables = jax.eval_shape(lambda r, z, s, kw: model.init(r, z, s, **kw),
                              jax.random.PRNGKey(0), z, logsnr, cond)
@@ -235,7 +256,7 @@ def compile_our_step(size: int):
 
     def loss_fn(p):
       out = model.apply({"params": p}, batch["z"], batch["logsnr"], **kw)
-      return jnp.mean((out - batch["target"])**2)
+      return jnp.mean((out.astype(jnp.float32) - batch["target"])**2)
 
     loss, grads = jax.value_and_grad(loss_fn)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -271,21 +292,31 @@ def our_step(size: int, compiled_step=None):
   return run
 
 
-def their_step(size: int):
-  """A closure running one AdamW training step of diffusers' U-Net; returns the loss."""
+def their_step(size: int, device: str = "cpu", batch_size: int = 1,
+               dtype: str = "float32", compile: bool = False):
+  """A closure running one AdamW training step of diffusers' U-Net; returns the loss.
+
+  dtype 'bfloat16' runs the forward and backward under `torch.autocast` (float32
+  parameters and AdamW, as ours); attention is diffusers' default processor, PyTorch's
+  scaled_dot_product_attention. `compile` wraps the model in `torch.compile`.
+  """
   torch.manual_seed(0)
-  model = diffusers.UNet3DConditionModel(**diffusers_config(size)).train()
+  model = diffusers.UNet3DConditionModel(**diffusers_config(size)).to(device).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  x, t, text = their_inputs(size)
+  x, t, text = their_inputs(size, device, batch_size)
   target = torch.randn_like(x)
+  forward = torch.compile(model) if compile else model
+  autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                            enabled=dtype == "bfloat16")
 
   def run() -> float:
     opt.zero_grad(set_to_none=True)
-    out = model(x, t, encoder_hidden_states=text, return_dict=False)[0]
-    loss = torch.nn.functional.mse_loss(out, target)
+    with autocast:
+      out = forward(x, t, encoder_hidden_states=text, return_dict=False)[0]
+    loss = torch.nn.functional.mse_loss(out.float(), target)
     loss.backward()
     opt.step()
-    return float(loss.detach())
+    return float(loss.detach())  # waits for the GPU: the step is done when the loss is
 
   return run
 
