@@ -13,7 +13,7 @@ its time limit keeps what it measured):
      reference: cuDNN passes if its error is at most twice XLA's bf16 error or 1e-2
      relative (the error of bf16 itself), whichever is larger.
   3. a tiny stage's train step (configs/base.py:tiny, bf16) repeated on one batch: the
-     loss must fall.
+     mean loss of the last 10 of 200 steps must fall below 0.75x that of the first 10.
   4. speed against PyTorch: our U-Net's AdamW training step against diffusers'
      UNet3DConditionModel at `benchmarks/vs_diffusers.py` size 3 (parameters and FLOPs
      checked to agree within 10%), bf16, alternating runs, medians; theirs eager with
@@ -202,14 +202,14 @@ def tiny_training(args) -> tuple[str, bool]:
     for _ in range(args.tiny_steps):
       state, metrics = setup.step(state, batch, key)  # same batch and noise: must fit
       losses.append(float(metrics["loss"]))
-  first, last = np.mean(losses[:5]), np.mean(losses[-5:])
-  ok = bool(np.all(np.isfinite(losses)) and last < 0.85 * first)
+  first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+  ok = bool(np.all(np.isfinite(losses)) and last < 0.75 * first)
   return "\n".join([
       "## A tiny stage trains (configs/base.py:tiny, bf16, "
       f"attention {config.model.attention_impl or 'default'})", "",
-      f"{args.tiny_steps} steps on one batch with fixed noise: mean loss of the first 5 "
-      f"{first:.4f}, of the last 5 {last:.4f} ({last / first:.2f}x); "
-      f"{'pass' if ok else 'FAIL'} (must fall below 0.85x)."]), ok
+      f"{args.tiny_steps} steps on one batch (the noise changes with the step): mean loss "
+      f"of the first 10 {first:.4f}, of the last 10 {last:.4f} ({last / first:.2f}x); "
+      f"{'pass' if ok else 'FAIL'} (must fall below 0.75x)."]), ok
 
 
 # ---------------------------------------------------------------------------
@@ -232,7 +232,8 @@ def vs_torch(args, deadline: float) -> str:
   compile_s = time.perf_counter() - start
   xla_cost = compiled[2].cost_analysis()
   xla_cost = xla_cost[0] if isinstance(xla_cost, (list, tuple)) else xla_cost
-  runs = {"ours": vs.our_step(size, compiled),
+  print(f"vs torch: counts done, our step compiled in {compile_s:.0f} s", flush=True)
+  runs = {"ours": vs.our_step(size, compiled, random_params=True),
           "theirs (eager)": vs.their_step(size, device, batch, "bfloat16")}
   times = {k: statistics.median(v) for k, v in
            vs.time_alternating(runs, args.repeats).items()}
@@ -313,7 +314,7 @@ def main():
   parser.add_argument("--budget", type=float, default=420, help="seconds for the whole run")
   parser.add_argument("--batch", type=int, default=8, help="examples per step, size 3")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--tiny_steps", type=int, default=60)
+  parser.add_argument("--tiny_steps", type=int, default=200)
   parser.add_argument("--peak_tflops", type=float, default=H100_PEAK_TFLOPS)
   parser.add_argument("--text_cache", default=os.path.join(
       ".gpu_data", "moving_shapes", "base", "text_cache_minilm_16.npz"))
@@ -322,7 +323,7 @@ def main():
   args.sample_batches = [int(b) for b in args.sample_batches.split(",")]
   if args.dry_run:
     args.sample_batches = [1, 2]
-    args.repeats, args.tiny_steps = 2, 40
+    args.repeats, args.tiny_steps = 2, 200
   deadline = time.time() + args.budget
   enable_compilation_cache()
   kind = jax.devices()[0].device_kind.lower().replace(" ", "_")
@@ -331,8 +332,8 @@ def main():
   report.add(environment(args))
   failed = []
   parts = [("attention", check_attention), ("tiny training", tiny_training),
-           ("vs torch", lambda a: vs_torch(a, deadline)),
-           ("cascade sampling", cascade_sampling)]
+           ("cascade sampling", cascade_sampling),
+           ("vs torch", lambda a: vs_torch(a, deadline))]
   for name, part in parts:
     if time.time() > deadline:
       report.add(f"## {name}\n\nNot run: the run's {args.budget:.0f} s budget was spent.")

@@ -15,7 +15,7 @@ WHEELS=(
   dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9
   docstring-parser==0.18.0 tensorflow-metadata==1.21.0 googleapis-common-protos==1.76.0
   termcolor==3.3.0 toml==0.10.2
-  grain==0.2.18
+  grain==0.2.18 portpicker==1.6.0
   tensorboardx==2.6.5
   diffusers==0.42.1 importlib-metadata==10.2.0
 )

@@ -101,8 +101,10 @@ def test_async_save_returns_before_writing_then_wait_restores(tmp_path, mesh8):
   ck.close()
 
 
-def test_keeps_the_last_k_and_only_saves_multiples(tmp_path):
-  ck = Checkpointer(str(tmp_path), save_every=10, keep=2)
+def test_keeps_the_last_k_and_only_saves_multiples(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path.parent)  # a relative directory (Orbax 0.12.10+ refuses those)
+  ck = Checkpointer(tmp_path.name, save_every=10, keep=2)
+  assert ck.directory == str(tmp_path)
   saved = [s for s in (10, 15, 20, 30, 35, 40)
            if ck.maybe_save(s, _state(step=s), data_state={"i": s}, config={})]
   ck.wait()

@@ -187,6 +187,9 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   if mask is not None and mask.shape[-2] != 1:
     raise ValueError(f"chunked_attention takes a key mask (query axis of size 1), got mask "
                      f"of shape {tuple(mask.shape)}; use jax.nn.dot_product_attention.")
+  if mask is not None and implementation == "cudnn":
+    # cuDNN takes a mask as a bias with full query and key axes (its layout check).
+    mask = jnp.broadcast_to(mask, mask.shape[:-2] + (length, k.shape[1]))
   if query_chunk < 0:
     query_chunk = 0 if not cpu else (
         CPU_QUERY_CHUNK if mask is None else chunks.rows_per_chunk(heads * k.shape[1]))

@@ -114,7 +114,8 @@ class Checkpointer:
     if save_every < 1 or keep < 1:
       raise ValueError(f"Checkpointer needs save_every >= 1 and keep >= 1; got "
                        f"save_every={save_every}, keep={keep}.")
-    self.directory = str(directory)
+    # Absolute: newer Orbax refuses relative paths, and a later chdir cannot move it.
+    self.directory = os.path.abspath(str(directory))
     self.save_every = int(save_every)
     self.keep = int(keep)
     self._name_format = ocp.step.standard_name_format()
