@@ -14,19 +14,20 @@ the clean clip) with three captions:
 Reported: MSE(sign) / MSE(right) and MSE(axis) / MSE(right) per noise level. A ratio of
 1.000 means the prediction does not depend on that difference of the caption at all; a
 base that draws the named direction has sign ratios above 1 where the path of the
-object is decided (log-SNR about -4 to 0). The demo base of sessions 5-6 scored sign
-1.000 +- 0.004 at every level and axis up to 2.84: it learned the axis, not the sign.
+object is decided (log-SNR about -4 to 0). A base that learned the axis of motion but
+not its sign scores sign ratios of 1.000 and axis ratios well above 1
+(benchmarks/results/direction_sign.md).
 
 `--weights` takes an export or a training workdir (`--key params` reads a workdir's
 raw parameters instead of its EMA).
 
 `--commit N` instead asks *when* sampling decides the direction: N validation prompts
-are sampled with the demo cascade's base settings (read from configs/cascades/demo.py:
-DDIM, 16 steps since session 9 (32 before), guidance 3, dynamic thresholding), and the
-guided x0 prediction at every grid point is compared with the final video: the sign
-of the object's displacement along the caption's axis (the centroid of |x - background|
-from the first to the last frame) agrees with the final video's (and with the
-caption's) in what fraction of the prompts.
+are sampled with the demo cascade's base settings (sampler, steps, guidance and
+thresholding, read from configs/cascades/demo.py), and the guided x0 prediction at
+every grid point is compared with the final video: the sign of the object's
+displacement along the caption's axis (the centroid of |x - background| from the first
+to the last frame) agrees with the final video's (and with the caption's) in what
+fraction of the prompts.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ its input conv; ours has FiLM (scale and shift) where it adds the time embedding
 wider noise-level MLP and an attention-pooled text vector. At size 2 that one-to-one
 mapping agrees within the tolerances (`our_fields`); at size 1 `transformer_in` is
 11% of diffusers' FLOPs, made up by a wider feed-forward (see `our_fields`).
-`our_fields(size, matched=False)` is the mapping without those options (sessions
-3-14 matched the counts with an extra residual stage per level instead, which put
-7 level-0 spatial attention layers against diffusers' 5).
+`our_fields(size, matched=False)` is the mapping without those options. Matching the
+counts with an extra residual stage per level instead would put 7 level-0 spatial
+attention layers against diffusers' 5, so the options are the closer match.
 
 Memory: torch's CPU SDPA is a flash kernel; ours on CPU is a FlashAttention
 recurrence per (frame, head) for spatial attention and cache-sized checkpointed

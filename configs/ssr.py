@@ -43,5 +43,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 50  # steps between scalar logs
     c.optim.warmup_steps = 50  # linear warmup
     c.diffusion.residual = True  # diffuse video - bicubic upsampling of the input
-    c.sample.threshold = "none"  # see configs/cascades/demo.py
+    c.sample.threshold = "none"  # dynamic thresholding greys out saturated backgrounds
   return c

@@ -37,5 +37,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "demo":
     c.train.num_steps = 2000  # conditioned on a video, it learns faster than the base
     c.diffusion.residual = True  # diffuse video - frame blending of the given frames
-    c.sample.threshold = "none"  # see configs/cascades/demo.py
+    c.sample.threshold = "none"  # dynamic thresholding greys out saturated backgrounds
   return c

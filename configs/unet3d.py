@@ -5,7 +5,7 @@
 Variants:
   tiny, tiny_tsr, tiny_ssr  unit tests: seconds on CPU.
   demo_base, demo_tsr, demo_ssr
-                            the demo cascade the cascade issue trains on CPU:
+                            the demo cascade, trained on CPU:
                             base 8x16x16 -> TSR 16x16x16 -> SSR 16x64x64.
   iv_base, iv_tsr1, iv_ssr1, iv_ssr2, iv_tsr2, iv_tsr3, iv_ssr3
                             Imagen Video's 7 stages in cascade order (Ho et al. 2022).
@@ -43,9 +43,10 @@ _VARIANTS = {
                        spatial_attn_levels=(1, 2), temporal_attn_levels=(0, 1, 2),
                        cross_attn_levels=(0, 1, 2), temporal_downsample=(False, False),
                        text_dim=384, frame_positions=8,
-                       # The shipped base's field was fitted on the frozen network
-                       # (experiments.fit_field, session 11): it gives the sign of motion.
-                       # (frame_gain: fitted on 2048 clips in session 12 it scored lower.)
+                       # The field is fitted on the frozen network (experiments.fit_field):
+                       # it gives the sign of motion. frame_gain stays off: a fitted gain
+                       # did not help the direction and hurt background and colour
+                       # (benchmarks/results/direction_field.md).
                        frame_conditioning=True, frame_field=True, frame_gain=False),
                   (8, 16, 16, 3), None),
     "demo_tsr": (dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,

@@ -10,8 +10,8 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   _flags += " --xla_force_host_platform_device_count=8"
 # The tests' programs are small and run a few times each: compiling them dominates the
-# suite. Cheaper LLVM code generation cuts compile time by ~30% (measured on the
-# sharded SR-stage step test: 51 s -> 35 s); subprocess tests inherit the flags.
+# suite. Cheaper LLVM code generation cuts compile time by about a third (e.g. the
+# sharded SR-stage step test); subprocess tests inherit the flags.
 if "xla_backend_optimization_level" not in _flags:
   _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = _flags.strip()

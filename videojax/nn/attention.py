@@ -164,8 +164,7 @@ def chunked_attention(q: Array, k: Array, v: Array, query_chunk: int,
   (the test checks values and gradients against `jax.nn.dot_product_attention`).
   On CPU, without a named `implementation` and a mask, every (example, head) runs
   `_flash`: no [L, K] buffer in the forward or backward pass, and 3-4x faster than
-  XLA's attention (fwd+bwd of [16, 4096, 4, 8]: 15.9 s -> 4.0 s;
-  benchmarks/results/vs_diffusers.md). Elsewhere the chunks call
+  XLA's attention (benchmarks/results/vs_diffusers.md). Elsewhere the chunks call
   `jax.nn.dot_product_attention` under `jax.checkpoint` (Rabe & Staats 2021, without
   their key chunking): the backward pass holds one chunk's probabilities at a time.
 

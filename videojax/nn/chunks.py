@@ -5,10 +5,10 @@ attention, the hidden activations of a feed-forward, and the several buffers of 
 backward passes. At video sizes those are tens to hundreds of MiB, and the step then
 waits on memory rather than on arithmetic. Computed a chunk of rows at a time under
 `jax.checkpoint`, a chunk's intermediates stay in cache and its backward pass
-recomputes them from the chunk's inputs. Measured on this project's 2-core CPU
-(fwd+bwd, float32): temporal attention at 64 x 64, 16 frames 1.6 s -> 0.66 s;
-cross-attention of 65536 queries to 77 tokens 253 -> 69 ms; a 4x feed-forward on
-65536 tokens of width 32 136 -> 47 ms. Results equal the whole computation's.
+recomputes them from the chunk's inputs. On CPU this makes the forward and backward
+passes of temporal attention, cross-attention and feed-forwards at video sizes
+2.5-4x faster (benchmarks/results/vs_diffusers.md); results equal the whole
+computation's.
 
 Accelerators fuse these ops themselves (or have kernels), so the layers use chunks
 only where `on_cpu()`.

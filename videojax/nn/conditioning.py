@@ -225,9 +225,10 @@ class FrameConditioning(nn.Module):
   the training clips are the same under time reversal except for that word. Through the
   clip-wide embedding alone, and with convolutions that cannot say where in the frame
   they are, the network can only learn this as a product of features that are all zero
-  at the start (a saddle the demo base never left: its x0 prediction was the same with
-  "left" and "right" to 0.3%). Here one MLP of [clip embedding, the text, sin / cos of
-  the centred frame index] is computed per frame, and gives
+  at the start, a saddle that training does not leave (the demo base's x0 prediction
+  did not depend on "left" vs "right"; benchmarks/results/direction_sign.md). Here one
+  MLP of [clip embedding, the text, sin / cos of the centred frame index] is computed
+  per frame, and gives
     - a per-frame conditioning vector [B, T, dim] (the clip's vector plus a delta),
       which every FiLM reads, and
     - with `field_channels`, a per-frame map [B, T, H, W, field_channels] over the

@@ -246,9 +246,9 @@ class FeedForward(nn.Module):
   feed-forward of a transformer block (Shazeer 2020; Stable Diffusion's and diffusers'
   `BasicTransformerBlock`). The output projection is zero-initialised, so a fresh
   block is the identity. Acts per token: frames, pixels and examples stay separate.
-  On CPU it runs on cache-sized chunks of tokens (`videojax.nn.chunks`: fwd+bwd of a
-  4x one on 65536 tokens of width 32, 136 -> 47 ms); two projections rather than one
-  of width 2F split in two, whose [.., 2F] buffer costs too (229 -> 146 ms whole).
+  On CPU it runs on cache-sized chunks of tokens (`videojax.nn.chunks`); it has two
+  projections rather than one of width 2F split in two, whose [.., 2F] buffer costs
+  memory traffic too (benchmarks/results/vs_diffusers.md).
   """
 
   mult: int = 4

@@ -5,23 +5,20 @@ barrier over the saved inputs and the incoming cotangent; the GPU and TPU compil
 keep it, so each recomputation waits for its cotangent and its intermediates live for
 one block's backward pass. XLA's CPU compiler drops the barrier: CSE can merge the
 recomputation back into the forward pass, and the scheduler may run every
-recomputation as soon as the forward pass ends. Either way nothing is saved: a 16-layer
-toy's gradient takes 384 MiB of temporaries with `jax.checkpoint` against 264 MiB
-without it, and the U-Net's the same with remat as without (tests/nn/test_remat.py).
-That matters beyond CPU training: the scale planner (`videojax.parallel.plan`)
-compiles on CPU to tell what fits on a TPU or GPU.
+recomputation as soon as the forward pass ends, so on CPU remat saves nothing and
+can cost more (tests/nn/test_remat.py). That matters beyond CPU training: the scale
+planner (`videojax.parallel.plan`) compiles on CPU to tell what fits on a TPU or GPU.
 
 `recompute_in_backward` keeps `jax.checkpoint`'s residuals (its `policy` decides what
 is saved) but adds to each of them, before the backward pass, a zero computed from the
 cotangent: the values are unchanged, but no compiler can start the recomputation
 before the cotangent exists or merge it with the forward pass (whose inputs lack the
-zero). Elementwise, so every residual keeps its sharding; a `lax.cond` around the
-backward pass also works on one device but made the SPMD partitioner gather the
-parameters inside it (the planner's base stage on 64 devices: all-gathers 3.8 ->
-119 GiB per device). `remat` applies it to a Flax module on CPU and is
-`flax.linen.remat` elsewhere. Open: it halves the planned temporaries of demo-sized
-U-Nets on 1, 8 and 64 devices, but the Imagen Video base's plan on 64 devices gets
-worse with it (36.6 -> 150 GiB; benchmarks/results/plan_imagen_video.md).
+zero). It is elementwise, so every residual keeps its sharding; a `lax.cond` around
+the backward pass would tie it too, but makes the SPMD partitioner gather the
+parameters inside it. `remat` applies it to a Flax module on CPU and is
+`flax.linen.remat` elsewhere. It halves the planned temporaries of demo-sized U-Nets,
+but not of every model: the Imagen Video base's plan on 64 devices gets worse with it
+(36.6 -> 150 GiB of temporaries per device; docs/findings.md).
 """
 
 from __future__ import annotations

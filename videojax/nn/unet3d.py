@@ -160,11 +160,9 @@ class UNet3D(nn.Module):
       switched on for a trained model). Why fixed: moving_shapes is time-reversal
       symmetric except for the caption's direction word, so a zero-initialised table
       gets no consistent gradient until the network already combines the word with
-      the frame's place in time, and that combination gets none without a time signal;
-      the trained demo base learned left-vs-up but not left-vs-right this way.
-      Measured: switched on (0.5) for that trained base and fine-tuned 1750 steps, it
-      did not make the base use the sign (README, direction); a run from scratch
-      with it is untried.
+      the frame's place in time, and that combination gets none without a time signal.
+      Fine-tuning a trained base with it did not teach the sign of motion
+      (docs/findings.md).
     frame_conditioning: make the FiLM conditioning vector per frame with
       `FrameConditioning` (an MLP of the clip embedding, the text and the frame's place
       in time; output zero-initialised, so it can be added to a trained model with
@@ -175,10 +173,10 @@ class UNet3D(nn.Module):
       init): what lets the caption place the object differently in early and late
       frames (see FrameConditioning). It sits at the output rather than after the stem
       because at high noise, where that placement is decided, the network's output
-      hardly depends on its input, so a map at the stem gets little gradient. Training
-      runs never moved it; fitted on the frozen demo base from cached outputs
-      (`videojax.train.field`, 8192 clips) it learned the sign of the motion
-      (benchmarks/results/direction_field.md).
+      hardly depends on its input, so a map at the stem gets little gradient. A few
+      hundred trainer steps do not teach it the sign of the motion; fitted on the
+      frozen stage from cached outputs of thousands of clips (`videojax.train.field`)
+      it learns it (benchmarks/results/direction_field.md).
     frame_gain: with frame_field, a second map of that kind (plus a constant) that the
       output is multiplied by, (1 + gain), zero at init: lets the caption weigh down
       what the rest of the network predicts, e.g. a path it reads out of pure noise.

@@ -22,7 +22,8 @@ What it is for: the demo base (`configs/base.py:demo`) learned every attribute o
 caption but the sign of the motion ("left" / "right"), whose use needs the word, the
 frame's time and the place in the frame at once (see `FrameConditioning`). Fitted this
 way on 4096 training clips, the field learns the sign's prior where sampling decides
-it (log-SNR -20 to -3); fitted on 512 clips it only memorised the captions.
+it (log-SNR -20 to -3); fitted on 512 clips it only memorises the captions
+(benchmarks/results/direction_field.md).
 """
 
 from __future__ import annotations
