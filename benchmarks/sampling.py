@@ -11,9 +11,9 @@ Quality against steps: the base stage's text alignment (the `experiments.evaluat
 judge: background, colour, shape, direction, one object, all correct) on `--prompts`
 random validation prompts, for DDIM and DPM-Solver++ at each of `--steps`, with the
 stage's other sampling settings (guidance, thresholding). The base stage is where the
-number of steps decides what the video shows; the SR stages are conditioned on it,
-and halving their steps barely changes their PSNR (docs/findings.md). A table and a
-plot (`<out>.png`).
+number of steps decides what the video shows; the SR stages are conditioned on it and
+start near the clean end, where halving their steps (TSR 16 -> 8, SSR 8 -> 4) moved
+their PSNR by under 0.05 dB. A table and a plot (`<out>.png`).
 """
 
 from __future__ import annotations
