@@ -57,6 +57,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.data.crop = 0  # ssr: random square crop of the target (0: whole frame)
   c.data.image_fraction = 0.0  # share of is_image examples (joint image-video training)
   c.data.batch_size = 4 if tiny else 16  # global batch size
+  c.data.workers = 0  # processes making batches ahead of the loop (0: in the loop's process)
   c.data.update(data)
 
   c.text = ml_collections.ConfigDict()

@@ -75,7 +75,10 @@ def test_image_fraction_and_independent_frames():
   assert not np.all(steps[b["is_image"]] == 5)  # images: frames from random times
 
 
-def test_iterator_state_restores_exactly():
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iterator_state_restores_exactly(workers):
+  """Resuming from a state gives the same batches, with or without worker processes
+  (and the workers make the batches the threads make)."""
   view = P.StageView("base", frames=4, height=8, width=8)
   ds = P.make_dataset(_source(), view, batch_size=4, seed=2)
   it = P.make_iterator(ds)
@@ -83,11 +86,23 @@ def test_iterator_state_restores_exactly():
     next(it)
   state = it.get_state()
   want = [next(it) for _ in range(4)]  # crosses an epoch boundary (12 examples / 4)
-  it2 = P.make_iterator(P.make_dataset(_source(), view, batch_size=4, seed=2), state)
+  it2 = P.make_iterator(P.make_dataset(_source(), view, batch_size=4, seed=2), state,
+                        workers=workers)
   for w in want:
     got = next(it2)
     for k in w:
       np.testing.assert_array_equal(got[k], w[k])
+  if workers:  # the workers' own state resumes the thread iterator exactly too
+    state2 = it2.get_state()
+    it3 = P.make_iterator(P.make_dataset(_source(), view, batch_size=4, seed=2), state2)
+    it4 = P.make_iterator(P.make_dataset(_source(), view, batch_size=4, seed=2), state2,
+                          workers=workers)
+    for _ in range(2):
+      a, b = next(it3), next(it4)
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    it2.close()
+    it4.close()
 
 
 def test_seed_and_process_sharding():

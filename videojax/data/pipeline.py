@@ -192,12 +192,73 @@ def make_dataset(source: Sequence[dict[str, Any]], view: StageView, *, batch_siz
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def make_iterator(dataset: grain.MapDataset, state: dict | None = None):
-  """A checkpointable iterator (grain DatasetIterator): `get_state()` / `set_state()`."""
-  it = iter(dataset.to_iter_dataset())
+def make_iterator(dataset: grain.MapDataset, state: dict | None = None, workers: int = 0):
+  """A checkpointable iterator over the batches: `get_state()` / `set_state()`.
+
+  Args:
+    dataset: the batched dataset (`make_dataset`).
+    state: an iterator state to resume from (`get_state()` of an earlier iterator).
+    workers: processes that make batches ahead of the training loop; 0 makes them in
+      this process (grain's iterator and its threads). One process turns about 2,000
+      small clips a second into examples, so an accelerator that steps faster than that
+      needs workers. The batches and the state do not depend on it: a run may resume
+      with another number of workers.
+  """
+  it = iter(dataset.to_iter_dataset()) if not workers else _WorkerIterator(dataset, workers)
   if state is not None:
     it.set_state(state)
   return it
+
+
+_WORKER_DATASET = None  # each worker process's copy of the dataset
+
+
+def _init_worker(dataset) -> None:
+  global _WORKER_DATASET
+  _WORKER_DATASET = dataset
+
+
+def _batch(index: int):
+  return _WORKER_DATASET[index]
+
+
+class _WorkerIterator:
+  """Batch i of a MapDataset is `dataset[i]` (its randomness derives from the seed and
+  the index), so worker processes can make batches i+1, i+2, ... while the loop uses
+  batch i. The state is grain's own ({'next_index': i}), so the two iterators resume
+  each other."""
+
+  def __init__(self, dataset: grain.MapDataset, workers: int, ahead_per_worker: int = 4):
+    import concurrent.futures
+    import multiprocessing
+
+    # 'spawn': the training process holds threads (JAX, orbax) that fork would copy.
+    self._pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker, initargs=(dataset,))
+    self._ahead, self._next, self._pending = workers * ahead_per_worker, 0, {}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    for i in range(self._next, self._next + self._ahead):
+      if i not in self._pending:
+        self._pending[i] = self._pool.submit(_batch, i)
+    batch = self._pending.pop(self._next).result()
+    self._next += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {"next_index": self._next}
+
+  def set_state(self, state: dict) -> None:
+    for f in self._pending.values():
+      f.cancel()
+    self._pending, self._next = {}, int(state["next_index"])
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
