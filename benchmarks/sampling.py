@@ -1,7 +1,7 @@
 r"""Sampling speed of a cascade per stage and end to end, and quality against steps.
 
   python -m benchmarks.sampling [--cascade configs/cascades/demo.py] [--repeats 5] \
-      [--prompts 32] [--steps 4,8,16,32,64,200] [--out benchmarks/results/sampling.md]
+      [--prompts 32] [--steps 4,8,16,32,64,200] [--out benchmarks/results/sampling_quality.md]
 
 Speed: seconds per video of every stage and of the whole chain at batch 1 and batch 8,
 medians of `--repeats` warm runs (the first run, which compiles or loads the compiled

@@ -1,7 +1,7 @@
 """Toy 2-D diffusion: the end-to-end demo of the diffusion core.
 
 Variants (`--config configs/toy2d.py:<variant>`):
-  default  the README's main job: a few thousand steps, about a minute on 2 CPU cores.
+  default  a few thousand steps, about a minute on 2 CPU cores.
   tiny     seconds; used by the tests.
 """
 

@@ -1,6 +1,6 @@
 """`moving_shapes`: captioned synthetic video whose every caption word is checkable.
 
-Implements shared/specs/moving_shapes.md. A clip shows one or two coloured shapes
+A clip shows one or two coloured shapes
 (circle, square, triangle) sliding in a straight line over a plain background, with
 a caption such as `a red circle moving left on a gray background`. Geometry is in
 relative units, so the same (split, index) gives the same scene at every resolution

@@ -1,6 +1,6 @@
 """Text alignment of generated `moving_shapes` videos, judged from pixels alone.
 
-Every caption word of the `moving_shapes` dataset (shared/specs/moving_shapes.md) is
+Every caption word of the `moving_shapes` dataset (`videojax.data.moving_shapes`) is
 visible in its video, so a sample's alignment with its prompt is checked exactly:
 `parse_caption` reads what was asked, `judge` reads what was drawn, `score` compares
 the two over a set of samples. Plain numpy (and scipy.ndimage for connected
