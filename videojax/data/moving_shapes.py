@@ -1,8 +1,8 @@
 """`moving_shapes`: captioned synthetic video whose every caption word is checkable.
 
-A clip shows one or two coloured shapes
-(circle, square, triangle) sliding in a straight line over a plain background, with
-a caption such as `a red circle moving left on a gray background`. Geometry is in
+A clip shows one or two coloured shapes (circle, square, triangle) sliding in a
+straight line over a plain background, with a caption such as `a red circle moving
+left on a gray background`. Geometry is in
 relative units, so the same (split, index) gives the same scene at every resolution
 and frame rate:
 
