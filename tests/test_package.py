@@ -48,3 +48,46 @@ def test_every_config_field_has_a_comment(name):
   bare = [l.strip() for l in src.splitlines()
           if re.match(r"\s*c\.[\w.]+\s*=", l) and "#" not in l and "ConfigDict()" not in l]
   assert not bare, f"configs/{name}.py fields without a comment: {bare}"
+
+
+# Declared for a reason other than an import of ours (setup.cfg says which).
+_INDIRECT = {"importlib-resources", "flatbuffers"}
+
+
+def _imported_modules(*dirs):
+  """Top-level modules imported anywhere (module level or inside functions) in `dirs`."""
+  import ast
+
+  names = set()
+  for d in dirs:
+    for folder, _, files in os.walk(os.path.join(ROOT, d)):
+      for f in files:
+        if f.endswith(".py"):
+          tree = ast.parse(open(os.path.join(folder, f)).read())
+          for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+              names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+              names.add(node.module.split(".")[0])
+  return names
+
+
+def test_every_declared_dependency_is_imported():
+  """install_requires lists only what videojax/ or experiments/ import (DESIGN: never an
+  unused package); each name maps to its modules through the installed distributions."""
+  import configparser
+  import importlib.metadata
+
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(ROOT, "setup.cfg"))
+  declared = {re.split(r"[<>=\[; ]", line.strip())[0].lower()
+              for line in cfg["options"]["install_requires"].splitlines()
+              if line.strip() and not line.strip().startswith("#")}
+  provides = {}  # distribution -> its top-level modules
+  for module, dists in importlib.metadata.packages_distributions().items():
+    for dist in dists:
+      provides.setdefault(dist.lower().replace("_", "-"), set()).add(module)
+  imported = _imported_modules("videojax", "experiments")
+  unused = sorted(d for d in declared - _INDIRECT
+                  if not provides.get(d.replace("_", "-"), set()) & imported)
+  assert not unused, f"setup.cfg declares packages nothing imports: {unused}"

@@ -10,7 +10,7 @@ the first stages, conditioning augmentation on the SR stages, fewer steps later 
 
 import ml_collections
 
-from configs.cascades.demo import _stage
+from videojax.cascade.stages import stage_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -22,19 +22,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.text.max_len = 128  # tokens per prompt
   c.order = ("base", "tsr1", "ssr1", "ssr2", "tsr2", "tsr3", "ssr3")  # first to last
   c.stages = ml_collections.ConfigDict()
-  c.stages.base = _stage("configs/base.py:imagen_video", (16, 24, 40, 3.0), "",
-                         num_steps=256, guidance_scale=8.0)
-  c.stages.tsr1 = _stage("configs/tsr.py:imagen_video", (32, 24, 40, 6.0), "",
-                         num_steps=128, guidance_scale=5.0, aug_level=0.1)
-  c.stages.ssr1 = _stage("configs/ssr.py:imagen_video", (32, 48, 80, 6.0), "",
-                         num_steps=128, guidance_scale=5.0, aug_level=0.1)
-  c.stages.ssr2 = _stage("configs/ssr.py:imagen_video2", (32, 192, 320, 6.0), "",
-                         num_steps=64, guidance_scale=2.0, threshold="static", aug_level=0.1)
-  c.stages.tsr2 = _stage("configs/tsr.py:imagen_video2", (64, 192, 320, 12.0), "",
-                         num_steps=64, guidance_scale=2.0, threshold="static", aug_level=0.1)
-  c.stages.tsr3 = _stage("configs/tsr.py:imagen_video3", (128, 192, 320, 24.0), "",
-                         num_steps=32, guidance_scale=1.0, threshold="static", aug_level=0.1)
-  c.stages.ssr3 = _stage("configs/ssr.py:imagen_video3", (128, 768, 1280, 24.0), "",
-                         num_steps=32, guidance_scale=1.0, threshold="static", aug_level=0.1)
+  c.stages.base = stage_config("configs/base.py:imagen_video", (16, 24, 40, 3.0), "",
+                               num_steps=256, guidance_scale=8.0)
+  c.stages.tsr1 = stage_config("configs/tsr.py:imagen_video", (32, 24, 40, 6.0), "",
+                               num_steps=128, guidance_scale=5.0, aug_level=0.1)
+  c.stages.ssr1 = stage_config("configs/ssr.py:imagen_video", (32, 48, 80, 6.0), "",
+                               num_steps=128, guidance_scale=5.0, aug_level=0.1)
+  c.stages.ssr2 = stage_config("configs/ssr.py:imagen_video2", (32, 192, 320, 6.0), "",
+                               num_steps=64, guidance_scale=2.0, threshold="static", aug_level=0.1)
+  c.stages.tsr2 = stage_config("configs/tsr.py:imagen_video2", (64, 192, 320, 12.0), "",
+                               num_steps=64, guidance_scale=2.0, threshold="static", aug_level=0.1)
+  c.stages.tsr3 = stage_config("configs/tsr.py:imagen_video3", (128, 192, 320, 24.0), "",
+                               num_steps=32, guidance_scale=1.0, threshold="static", aug_level=0.1)
+  c.stages.ssr3 = stage_config("configs/ssr.py:imagen_video3", (128, 768, 1280, 24.0), "",
+                               num_steps=32, guidance_scale=1.0, threshold="static", aug_level=0.1)
   c.stages.ssr3.frame_chunk = 8  # fully convolutional in time: 8 frames at a time
   return c

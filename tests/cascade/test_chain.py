@@ -37,6 +37,45 @@ def test_shipped_cascade_configs_validate():
   assert [s.kind for s in iv] == ["base", "tsr", "ssr", "ssr", "tsr", "tsr", "ssr"]
 
 
+def test_default_cascade_is_the_packaged_demo_from_any_directory(tmp_path, monkeypatch):
+  """Cascade.load() needs neither the checkout's configs/ nor its working directory: the
+  stages take the configs recorded beside their weights, found from the package. The
+  experiment-side configs/cascades/demo.py samples the same way from the same weights."""
+  from videojax.cascade import demo, weights
+  from videojax.cascade.chain import DEFAULT_CASCADE
+
+  experiment = S.load_config_file("configs/cascades/demo.py")
+  monkeypatch.chdir(tmp_path)
+  cascade = Cascade.load()
+  assert [s.name for s in cascade.stages] == ["base", "tsr", "ssr"]
+  assert cascade.stages[-1].output == (16, 64, 64, 8.0)
+  for stage in cascade.stages:
+    assert stage.checkpoint == os.path.join(ROOT, "videojax", "assets", "demo", stage.name)
+    assert stage.config.to_dict() == weights.load_config(stage.checkpoint).to_dict()
+  assert os.path.samefile(DEFAULT_CASCADE, demo.__file__)
+  assert S.load_config_file(DEFAULT_CASCADE).to_dict() == demo.get_config().to_dict()
+  packaged = demo.get_config()
+  for name in packaged.order:
+    assert experiment.stages[name].config == f"configs/{name}.py:demo"
+    assert experiment.stages[name].sample.to_dict() == packaged.stages[name].sample.to_dict()
+    assert experiment.stages[name].checkpoint == packaged.stages[name].checkpoint
+  assert experiment.text.to_dict() == packaged.text.to_dict()
+
+
+def test_relative_paths_are_found_from_the_working_directory_then_the_checkout(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  # The checkout's own configs, from elsewhere (what tests and the CLIs rely on).
+  assert S.load_config_file("configs/cascades/tiny.py").order == ("base", "tsr", "ssr")
+  # A file of the user's, relative to where they are.
+  (tmp_path / "mine.py").write_text("import ml_collections\n"
+                                    "def get_config(arg):\n"
+                                    "  return ml_collections.ConfigDict(dict(arg=arg))\n")
+  assert S.load_config_file("mine.py:x").arg == "x"
+  with pytest.raises(FileNotFoundError, match="Config file 'nowhere.py' not found"):
+    S.load_config_file("nowhere.py")
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda c: (c.stages.base.config.update(dict(data=dict(frames=8))),
                 c.stages.base.update(dict(output=(8, 8, 8, 4.0)))),

@@ -1,7 +1,7 @@
 """The chain: text -> base video -> TSR / SSR stages -> the final video.
 
   from videojax.cascade import chain
-  cascade = chain.Cascade.load("configs/cascades/demo.py")
+  cascade = chain.Cascade.load()  # the shipped demo (videojax/cascade/demo.py)
   video = cascade.sample(["a red circle moving left on a black background"], seed=0)
   chain.show(video)  # uint8 [B, T, H, W, 3], inline in Colab / Jupyter
 
@@ -31,13 +31,17 @@ import numpy as np
 from videojax import diffusion
 from videojax.cascade import weights
 from videojax.cascade.sampling import make_stage_sampler
+from videojax.cascade import demo
 from videojax.cascade.stages import ROOT, Stage, describe, load_config_file, stages_from_config
 from videojax.io.video import show, to_uint8
 from videojax.nn import text as text_lib
 from videojax.nn import unet3d
 from videojax.nn.conditioning import place_frames
 
-DEFAULT_CASCADE = os.path.join(ROOT, "configs", "cascades", "demo.py")
+# The shipped demo cascade's definition as a config file path, for code that takes a
+# path (config_flags, `load_config_file`); it lies inside the package, so it works
+# from a wheel install.
+DEFAULT_CASCADE = os.path.abspath(demo.__file__)
 
 __all__ = ["Cascade", "DEFAULT_CASCADE", "show"]
 
@@ -117,15 +121,20 @@ class Cascade:
     self._runners = [_Runner(s, self._text_dim, seed) for s in stages]
 
   @classmethod
-  def load(cls, config: str | ml_collections.ConfigDict = DEFAULT_CASCADE,
+  def load(cls, config: str | ml_collections.ConfigDict | None = None,
            root: str = ROOT, *, encoder: Any = None) -> "Cascade":
-    """A cascade from a config file path ('configs/cascades/demo.py') or ConfigDict.
+    """A cascade from a config file path ('configs/cascades/tiny.py', relative to the
+    current directory or `root`: see `stages.find_path`) or a ConfigDict; None for the
+    shipped demo (`videojax.cascade.demo.get_config()`: weights and stage configs from
+    the package, whatever the working directory).
 
     `encoder`: anything with `dim` and `encode_captions(prompts) -> (emb, mask)` to use
     instead of the config's text encoder, e.g. a `videojax.nn.text.EmbeddingCache` of
     the same encoder's embeddings where its weights are not installed.
     """
-    if isinstance(config, str):
+    if config is None:
+      config = demo.get_config()
+    elif isinstance(config, str):
       config = load_config_file(config, root)
     return cls(stages_from_config(config, root), config.text, encoder=encoder)
 

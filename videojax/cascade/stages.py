@@ -1,6 +1,7 @@
 """Stages as data: what each stage of a cascade makes and takes, checked before compute.
 
-A cascade config (configs/cascades/*.py) is an ml_collections ConfigDict:
+A cascade config (videojax/cascade/demo.py, configs/cascades/*.py) is an ml_collections
+ConfigDict (`stage_config` builds one stage's entry):
   text       the frozen text encoder every stage is conditioned on (encoder, path, max_len).
   order      stage names, first to last.
   stages     per name: config ('configs/tsr.py:demo', a stage training config; '' for
@@ -25,22 +26,85 @@ import ml_collections
 from videojax.cascade import weights
 from videojax.cascade.sampling import SampleSettings
 
+# The directory holding the `videojax` package: the repository checkout for an editable
+# install (configs/ beside it), site-packages for a wheel (no configs/).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def find_path(path: str, root: str = ROOT) -> tuple[str, str | None]:
+  """(absolute path, the directory it was found under) of a file or directory named in
+  a cascade config.
+
+  An absolute path is taken as it is (directory None). A relative one is looked up in
+  the current directory, then under `root` (the checkout videojax is imported from), so
+  'configs/cascades/tiny.py' works from anywhere in a repository install and relative
+  paths of the user's own files work from a wheel install. A path found nowhere is
+  returned relative to the current directory (directory None), for the caller to
+  report.
+  """
+  if os.path.isabs(path):
+    return path, None
+  for base in (os.getcwd(), root):
+    full = os.path.join(base, path)
+    if os.path.exists(full):
+      return full, base
+  return os.path.abspath(path), None
+
+
 def load_config_file(spec: str, root: str = ROOT) -> ml_collections.ConfigDict:
-  """'configs/ssr.py:demo' -> get_config('demo') of that file (relative to `root`)."""
+  """'configs/ssr.py:demo' -> get_config('demo') of that file (see `find_path`).
+
+  Raises:
+    FileNotFoundError: the file is in neither the current directory nor `root`.
+  """
   path, _, arg = spec.partition(":")
-  full = path if os.path.isabs(path) else os.path.join(root, path)
+  full, base = find_path(path, root)
   if not os.path.isfile(full):
-    raise FileNotFoundError(f"Config file {path!r} not found (looked in {full}).")
-  if root not in sys.path:  # stage configs import `configs.common`
-    sys.path.insert(0, root)
+    where = full if os.path.isabs(path) else f"{os.getcwd()} or {root}"
+    raise FileNotFoundError(f"Config file {path!r} not found (looked in {where}); give a "
+                            "path relative to the current directory, or an absolute one.")
+  # Stage configs import `configs.common`: the directory holding configs/ goes on the path.
+  top = next((d for d in (base, root) if d and os.path.isdir(os.path.join(d, "configs"))),
+             None)
+  if top and top not in sys.path:
+    sys.path.insert(0, top)
   module_spec = importlib.util.spec_from_file_location(
       f"_videojax_config_{abs(hash(full))}", full)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def stage_config(config: str | ml_collections.ConfigDict, output: tuple,
+                 checkpoint: str = "", **sample) -> ml_collections.ConfigDict:
+  """One stage's entry in a cascade config.
+
+  Args:
+    config: the stage's training config ('configs/tsr.py:demo' or a ConfigDict; '':
+      the one recorded with its checkpoint).
+    output: (frames, height, width, fps) it makes; checked against the config.
+    checkpoint: its weights, an exported directory or a training workdir ('': random
+      weights, for tests and dry runs).
+    **sample: SampleSettings fields (videojax/cascade/sampling.py) that differ from the
+      defaults below.
+
+  Returns:
+    A ConfigDict with config, checkpoint, output, frame_chunk (0) and sample.
+  """
+  s = ml_collections.ConfigDict()
+  s.config = config  # the stage's training config ('': the one its checkpoint records)
+  s.checkpoint = checkpoint  # exported weights or a workdir ('' = random, for dry runs)
+  s.output = output  # (frames, height, width, fps) it makes; checked against the config
+  s.frame_chunk = 0  # ssr only: frames sampled at a time (0: all)
+  s.sample = ml_collections.ConfigDict(dict(  # SampleSettings
+      sampler="ddim", num_steps=32, spacing="uniform", guidance_scale=3.0,
+      noisy_guidance_scale=ml_collections.config_dict.placeholder(float),  # None: one scale
+      noisy_logsnr=-3.0, reversal_guidance_scale=0.0, reversal_logsnr=float("inf"),
+      threshold="dynamic", percentile=0.995, aug_level=0.0,
+      start_logsnr=ml_collections.config_dict.placeholder(float),  # None: from pure noise
+      consistency=False))  # ssr only: project x0 onto the low-resolution input
+  s.sample.update(sample)
+  return s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +220,7 @@ def stages_from_config(cascade: ml_collections.ConfigDict, root: str = ROOT) -> 
 
 
 def _resolve(path: str, root: str) -> str:
-  return path if not path or os.path.isabs(path) else os.path.join(root, path)
+  return find_path(path, root)[0] if path else path
 
 
 def describe(stages: list[Stage]) -> str:
