@@ -23,7 +23,7 @@ raw parameters instead of its EMA).
 
 `--commit N` instead asks *when* sampling decides the direction: N validation prompts
 are sampled with the demo cascade's base settings (sampler, steps, guidance and
-thresholding, read from configs/cascades/demo.py), and the guided x0 prediction at
+thresholding, read from videojax/cascade/demo.py), and the guided x0 prediction at
 every grid point is compared with the final video: the sign of the object's
 displacement along the caption's axis (the centroid of |x - background| from the first
 to the last frame) agrees with the final video's (and with the caption's) in what
