@@ -8,6 +8,8 @@ over an existing export.
 
 from absl import app, flags
 
+from videojax.runtime import quiet_library_logs
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holding checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "Export directory.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -20,6 +22,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   from videojax.cascade import weights
 
   print(weights.export(_WORKDIR.value, _OUT.value, step=_STEP.value, dtype=_DTYPE.value,

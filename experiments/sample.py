@@ -8,16 +8,22 @@ r"""Text -> video through a cascade (default: the shipped demo cascade).
 
 One prompt writes --out; several write <out>_<i>.<ext>. --save_stages also writes every
 stage's video as <out>_<stage>.<ext>. Existing files are never overwritten: if --out is
-taken, the video goes to <out>-1.<ext> (then -2, ...), or pass --overwrite. Compiled programs are cached in ~/.cache/videojax/jax, so a second run
-starts in seconds.
+taken, the video goes to <out>-1.<ext> (then -2, ...), or pass --overwrite. Compiled
+programs are cached in ~/.cache/videojax/jax, so a second run starts in seconds.
+
+Output: one line per stage on stderr (its video, sampling steps and time), then one
+line per file written on stdout; the last one also says how long the command took.
+--verbosity=1 adds the libraries' INFO lines.
 """
 
 import os
+import sys
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _CASCADE = config_flags.DEFINE_config_file(
     "cascade", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -55,12 +61,48 @@ def output_paths(out: str, n: int, stages: list[str], save_stages: bool) -> dict
   return paths
 
 
+class StageTimes:
+  """A `Cascade.sample(progress=...)` callback that prints one line per stage.
+
+  A stage's time runs from its first progress call to the next stage's first call (or
+  `finish()`, after sampling): the cascade checks each stage's output for non-finite
+  values before the next stage starts, which waits for the device, whereas its progress
+  calls come when the work is dispatched (JAX runs asynchronously). So the time is the
+  stage's sampling including the device work, plus any wait for the next stage's weights
+  and compiled program (loaded in a background thread) when those are not ready yet.
+  """
+
+  def __init__(self, stages, stream=None):
+    self._stages = {s.name: s for s in stages}
+    self._stream = stream
+    self._current: tuple[str, int, float] | None = None  # (stage, chunks, start time)
+
+  def __call__(self, stage: str, done: int, total: int) -> None:
+    if done == 0:
+      self.finish()
+      self._current = (stage, total, time.perf_counter())
+
+  def finish(self) -> None:
+    """Prints the running stage's line (no-op when none is running)."""
+    if self._current is None:
+      return
+    name, chunks, t0 = self._current
+    self._current = None
+    stage = self._stages[name]
+    frames, height, width, fps = stage.output
+    per = f" per chunk of {stage.frame_chunk} frames" if chunks > 1 else ""
+    print(f"{name:>6}: {frames} frames {height}x{width} at {fps:g} fps, "
+          f"{stage.sample.num_steps} {stage.sample.sampler} steps{per}, "
+          f"{time.perf_counter() - t0:.2f} s", file=self._stream or sys.stderr, flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  start = time.perf_counter()
+  quiet_library_logs()
   prompts = _prompts()
   enable_compilation_cache()
-  import tqdm
 
   from videojax.cascade.chain import Cascade
   from videojax.io.video import write_video
@@ -74,21 +116,20 @@ def main(argv):
     if _OVERWRITE.value or not any(os.path.exists(p) for p in paths.values()):
       break
     out = f"{stem}-{k}{ext}"
-  bars = {}
 
-  def progress(stage, done, total):
-    if stage not in bars:
-      bars[stage] = tqdm.tqdm(total=total, desc=f"{stage:>6}", unit="chunk", leave=True)
-    bars[stage].update(done - bars[stage].n)
-    if done == total:
-      bars[stage].close()
-
-  videos = cascade.sample(prompts, seed=_SEED.value, keep_stages=True, progress=progress)
-  fps = {s.name: s.output[3] for s in cascade.stages}
-  for (i, stage), path in paths.items():
+  times = StageTimes(cascade.stages)
+  videos = cascade.sample(prompts, seed=_SEED.value, keep_stages=True, progress=times)
+  times.finish()
+  outputs = {s.name: s.output for s in cascade.stages}  # (frames, height, width, fps)
+  for n, ((i, stage), path) in enumerate(paths.items(), 1):
     name = stage or names[-1]
-    write_video(path, videos[name][i], fps[name], overwrite=_OVERWRITE.value)
-    print(path)
+    write_video(path, videos[name][i], outputs[name][3], overwrite=_OVERWRITE.value)
+    frames, height, width, fps = outputs[name]
+    line = f"Wrote {path}: {frames} frames, {height}x{width}, {fps:g} fps"
+    if n == len(paths):
+      took = time.perf_counter() - start
+      line += f" in {took:.1f} s" if n == 1 else f" ({n} videos in {took:.1f} s)"
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@ r"""Trains one stage of a cascade.
 
 Resumes from WORKDIR/checkpoints when it holds any. Multi-host launches (TPU pods, GPU
 clusters) call jax.distributed.initialize() first, from the launch environment.
+
+It logs the parameter overview, one line per logging step (loss, speed, ETA) and one
+per checkpoint saved, and prints the final metrics; --verbosity=1 adds the libraries'
+INFO lines (Orbax's save steps, JAX's platform probing).
 """
 
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file.",
                                           lock_config=True)
@@ -23,6 +27,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   import jax
 
   if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
@@ -32,8 +37,7 @@ def main(argv):
   from videojax.train import trainer
 
   metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  logging.info("final metrics: %s", metrics)
-  print(metrics)
+  print(trainer.format_metrics(metrics))
 
 
 if __name__ == "__main__":

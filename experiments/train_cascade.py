@@ -9,12 +9,13 @@ The stages are independent (each trains on ground-truth inputs), so they may als
 as separate `experiments.train` processes at the same time (see the README).
 """
 
+import logging
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _CASCADE = config_flags.DEFINE_config_file(
     "cascade", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -30,6 +31,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   enable_compilation_cache()
   from videojax.cascade import weights
   from videojax.cascade.stages import stages_from_config
@@ -50,7 +52,7 @@ def main(argv):
     workdir = os.path.join(_WORKDIR.value, stage.name)
     logging.info("Training stage %s in %s", stage.name, workdir)
     metrics = trainer.train_and_evaluate(config, workdir)
-    logging.info("Stage %s: %s", stage.name, metrics)
+    print(f"stage {stage.name}: {trainer.format_metrics(metrics)}")
     if _EXPORT.value:
       if not stage.checkpoint:
         raise app.UsageError(f"Stage {stage.name!r} has no checkpoint path to export to.")

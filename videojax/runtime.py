@@ -1,13 +1,41 @@
-"""Process-level JAX settings shared by the entry points and the tests, and the disk
-cache of traced programs that makes a warm start of the sample command fast."""
+"""Process-level settings shared by the entry points and the tests: what the command
+lines log, JAX's compilation cache, and the disk cache of traced programs that makes a
+warm start of the sample command fast."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import threading
 from typing import Any, Callable, Sequence
+
+
+# Python loggers whose INFO records are libraries' chatter, not the command's output:
+# Orbax and TFDS log through absl's logger ("absl"; about 50 lines per checkpoint save),
+# JAX through "jax.*" (e.g. "Unable to initialize backend 'tpu'" on every machine without
+# a TPU, logged while it probes the platforms that no one asked for).
+LIBRARY_LOGGERS = ("absl", "jax", "orbax")
+
+
+def quiet_library_logs() -> None:
+  """At absl's default verbosity, shows libraries' warnings and errors only.
+
+  For the command lines, called in `main` (after flags are parsed). Our own modules log
+  through their module loggers, which keep INFO. `--verbosity=1` (absl) leaves every
+  logger as it was, bringing the libraries' INFO lines back. Nothing real is hidden: a
+  platform that was asked for (JAX_PLATFORMS, jax_platforms) and fails raises an error,
+  and warnings and errors from every library still show.
+  """
+  from absl import logging as absl_logging
+
+  if absl_logging.get_verbosity() > absl_logging.INFO:
+    return
+  for name in LIBRARY_LOGGERS:
+    if name == "jax" and os.environ.get("JAX_LOGGING_LEVEL"):
+      continue  # JAX's own logging setting wins
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

@@ -113,3 +113,44 @@ def test_show_without_mediapy_says_how_to_install(monkeypatch):
   monkeypatch.setattr(builtins, "__import__", no_mediapy)
   with pytest.raises(ImportError, match="pip install mediapy"):
     vio.show(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_mp4_io_forks_no_python_in_a_jax_process(tmp_path):
+  """JAX warns (os.fork() ... deadlock) when a process with its runtime threads forks
+  into Python code, as imageio-ffmpeg's preexec_fn does; our mp4 reading and writing
+  start ffmpeg without that."""
+  import warnings
+
+  import imageio.v3 as iio
+  import jax.numpy as jnp
+
+  jnp.ones(2).block_until_ready()  # JAX's backend (and its fork warning) is up
+  video = _smooth_video(4, 16, 16)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    vio.write_video(str(tmp_path / "a.mp4"), video, fps=8)
+    back, _ = vio.read_video(str(tmp_path / "a.mp4"))
+  assert back.shape == video.shape
+  assert not [w for w in caught if "fork" in str(w.message)]
+  with warnings.catch_warnings(record=True) as caught:  # the check sees imageio's fork
+    warnings.simplefilter("always")
+    iio.imwrite(str(tmp_path / "b.mp4"), video, plugin="FFMPEG", fps=8)
+  assert [w for w in caught if "os.fork()" in str(w.message)]
+
+
+def test_ffmpeg_errors_name_the_file_and_leave_nothing(tmp_path):
+  from videojax.io import ffmpeg
+
+  path = str(tmp_path / "x.mp4")
+  with pytest.raises(ffmpeg.FFmpegError, match="x.mp4"):  # libx264 needs even sizes
+    ffmpeg.write(path, np.zeros((2, 15, 16, 3), np.uint8), fps=8)
+  assert not os.path.exists(path)
+  vio.write_video(path, _smooth_video(3, 16, 16), fps=8)
+  fps, frames = vio.iter_frames(path)
+  first = next(frames)
+  frames.close()  # stopping early stops ffmpeg
+  assert first.shape == (16, 16, 3) and fps == 8
+  with open(path, "r+b") as f:  # cut the file: decoding fails, naming it
+    f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(OSError, match="x.mp4"):
+    vio.read_video(path)

@@ -1,7 +1,8 @@
 """Video files: read, write, convert, show.
 
-Files go through imageio: mp4 and other containers via its FFMPEG plugin (the static
-ffmpeg bundled with imageio-ffmpeg), GIFs via its pillow plugin. Videos in memory are
+mp4 and other containers go through the static ffmpeg bundled with imageio-ffmpeg,
+started by `videojax.io.ffmpeg` in a way that is safe in a multithreaded (JAX) process;
+GIFs go through imageio's pillow plugin. Videos in memory are
 uint8 [T, H, W, 3] (RGB) or float in [-1, 1], the range our models work in.
 
 `show` displays a video in a notebook (Colab) through mediapy, an optional
@@ -76,6 +77,8 @@ def _open(path: str) -> tuple[float, Iterator[np.ndarray]]:
   """Opens a video: (fps, iterator of uint8 [H, W, 3] frames). Raises VideoReadError."""
   import imageio.v3 as iio
 
+  from videojax.io import ffmpeg
+
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise VideoReadError(f"Cannot read video {path!r}: no such file.")
@@ -86,16 +89,7 @@ def _open(path: str) -> tuple[float, Iterator[np.ndarray]]:
       fps = 1000.0 / delay_ms if delay_ms > 0 else 10.0
       frames = iio.imiter(path, plugin="pillow", mode="RGB")
     else:
-      reader = iio.imopen(path, "r", plugin="FFMPEG")
-      fps = float(reader.metadata().get("fps") or 0.0)
-
-      def frames_then_close():
-        try:
-          yield from reader.iter()
-        finally:
-          reader.close()
-
-      frames = frames_then_close()
+      fps, frames = ffmpeg.read(path)
   except Exception as e:  # imageio raises OSError, RuntimeError, ValueError, ...
     raise VideoReadError(f"Cannot read video {path!r} (corrupt, truncated or not a "
                          f"video?): {type(e).__name__}: {str(e).splitlines()[0]}") from e
@@ -171,8 +165,11 @@ def write_video(path: str, video: np.ndarray, fps: float, overwrite: bool = Fals
   Raises:
     FileExistsError: the file exists and overwrite is False.
     ValueError: bad suffix, shape, fps or (mp4) odd frame size.
+    videojax.io.ffmpeg.FFmpegError (an OSError): ffmpeg failed; no file is left behind.
   """
   import imageio.v3 as iio
+
+  from videojax.io import ffmpeg
 
   path = os.fspath(path)
   suffix = _suffix(path)
@@ -199,10 +196,7 @@ def write_video(path: str, video: np.ndarray, fps: float, overwrite: bool = Fals
     if h % 2 or w % 2:
       raise ValueError(f"H.264 (yuv420p) needs an even frame size, got {h}x{w} for {path!r}; "
                        "crop or resize to even height and width, or write a .gif.")
-    if os.path.exists(path):
-      os.remove(path)  # overwrite=True; ffmpeg would otherwise prompt
-    iio.imwrite(path, video, plugin="FFMPEG", fps=float(fps), codec="libx264",
-                quality=quality, macro_block_size=1, pixelformat="yuv420p")
+    ffmpeg.write(path, video, fps, quality=quality, overwrite=overwrite)
   return path
 
 

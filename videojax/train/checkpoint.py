@@ -174,17 +174,21 @@ class Checkpointer:
                         f"{type(value).__name__}; convert it first (e.g. config.to_dict()).")
     if self._exists(step):
       _log.info("Checkpoint step %d already exists in %s; not overwritten.", step,
-                   self.directory)
+                self.directory)
       return False
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state),
                               config=ocp.args.JsonSave(config))
     try:
-      return bool(self._mngr.save(step, args=args, force=True))
+      started = bool(self._mngr.save(step, args=args, force=True))
     except ocp.checkpoint_manager.StepAlreadyExistsError:
       _log.info("Checkpoint step %d already exists in %s; not overwritten.", step,
-                   self.directory)
+                self.directory)
       return False
+    if started:  # one line per checkpoint (Orbax's own INFO lines are quieted by the CLIs)
+      _log.info("Saving checkpoint step %d to %s", step,
+                ocp.step.build_step_path(self._mngr.directory, self._name_format, step))
+    return started
 
   def maybe_save(self, step: int, state: Any, *, data_state: dict, config: dict) -> bool:
     """Saves (asynchronously) when `step` is a multiple of `save_every`.

@@ -175,6 +175,12 @@ def _init_from(state: step_lib.TrainState, shardings: Any, path: str) -> step_li
                                 shardings.ema_params))
 
 
+def format_metrics(metrics: dict[str, Any]) -> str:
+  """The metrics `train_and_evaluate` returns as one line: 'final metrics: loss 0.9049, ...'."""
+  parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()]
+  return "final metrics: " + (", ".join(parts) or "none (no step was run)")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains a stage; resumes from `workdir` if it holds checkpoints.
 
@@ -282,8 +288,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stop.restore()
   if stop.requested:
     logging.info("Stopped by signal at step %d; saving it.", int(state.step))
-  ckpt.save(int(state.step), state, data_state=it.get_state(), config=config.to_dict(),
-            force=True)
+  if ckpt.latest_step() != int(state.step):  # the last step may be a periodic save already
+    ckpt.save(int(state.step), state, data_state=it.get_state(), config=config.to_dict(),
+              force=True)
   ckpt.wait()
   ckpt.close()
   if writer is not None:
