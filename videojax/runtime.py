@@ -20,22 +20,26 @@ LIBRARY_LOGGERS = ("absl", "jax", "orbax")
 
 
 def quiet_library_logs() -> None:
-  """At absl's default verbosity, shows libraries' warnings and errors only.
+  """Sets how much the libraries log, from absl's --verbosity.
 
-  For the command lines, called in `main` (after flags are parsed). Our own modules log
-  through their module loggers, which keep INFO. `--verbosity=1` (absl) leaves every
-  logger as it was, bringing the libraries' INFO lines back. Nothing real is hidden: a
-  platform that was asked for (JAX_PLATFORMS, jax_platforms) and fails raises an error,
-  and warnings and errors from every library still show.
+  For the command lines, called in `main` (after flags are parsed). At the default
+  verbosity (0) the libraries show warnings and errors only; `--verbosity=1` brings
+  back their INFO lines (Orbax's save steps, JAX's platform probing) but not JAX's
+  DEBUG flood (~16k lines for a 20-step tiny run), which `--verbosity=2` adds. Our own
+  modules log through their module loggers, which follow --verbosity as usual. Nothing
+  real is hidden: a platform that was asked for (JAX_PLATFORMS, jax_platforms) and fails
+  raises an error, and every library's warnings and errors still show.
   """
   from absl import logging as absl_logging
 
-  if absl_logging.get_verbosity() > absl_logging.INFO:
+  verbosity = absl_logging.get_verbosity()
+  if verbosity > absl_logging.DEBUG:
     return
+  level = logging.WARNING if verbosity <= absl_logging.INFO else logging.INFO
   for name in LIBRARY_LOGGERS:
     if name == "jax" and os.environ.get("JAX_LOGGING_LEVEL"):
       continue  # JAX's own logging setting wins
-    logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(name).setLevel(level)
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

@@ -23,6 +23,10 @@ from typing import Iterator
 import numpy as np
 
 
+# Its own process group (POSIX; set in C between fork and exec, see above).
+_SPAWN = {"process_group": 0} if os.name == "posix" else {}
+
+
 class FFmpegError(OSError):
   """ffmpeg failed to read or write a file; the message holds ffmpeg's own error."""
 
@@ -60,7 +64,7 @@ def write(path: str, video: np.ndarray, fps: float, quality: int = 8,
          "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), path]
   existed = os.path.exists(path)
   with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE, process_group=0) as proc:
+                        stderr=subprocess.PIPE, **_SPAWN) as proc:
     try:
       _, err = proc.communicate(np.ascontiguousarray(video, np.uint8).tobytes())
     except BaseException:
@@ -88,7 +92,7 @@ def probe(path: str) -> tuple[int, int, float]:
   """
   # Without an output file ffmpeg prints the input's streams and exits with status 1.
   run = subprocess.run([_exe(), "-hide_banner", "-nostdin", "-i", path], stdin=subprocess.DEVNULL,
-                       capture_output=True, process_group=0)
+                       capture_output=True, **_SPAWN)
   text = run.stderr.decode(errors="replace")
   lines = text.splitlines()
   for i, line in enumerate(lines):
@@ -126,7 +130,7 @@ def read(path: str) -> tuple[float, Iterator[np.ndarray]]:
       proc = subprocess.Popen(
           [_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-          stderr=err, process_group=0)
+          stderr=err, **_SPAWN)
       try:
         while True:
           buf = proc.stdout.read(size)
