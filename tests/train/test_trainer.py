@@ -103,3 +103,48 @@ def test_init_from_without_weights_is_refused_before_anything_is_written(tiny_da
   with pytest.raises(FileNotFoundError, match=r"train.init_from=.*nothing.* holds no weights"):
     trainer.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_batches_from_worker_processes_train_the_same_model(tiny_data_dir, tmp_path):
+  """data.workers makes the same batches in other processes, so a run with workers ends
+  with the same parameters (bitwise) as one without; the host reads losses a few steps
+  late, which changes no result."""
+  import jax
+
+  runs = {}
+  for workers in (0, 2):
+    c = tiny_config(tiny_data_dir, 7, one_level=True)
+    c.data.workers = workers
+    c.train.log_every = 100  # steps 1-6 dispatch without waiting for their losses
+    c.train.checkpoint_every = 100
+    trainer.train_and_evaluate(c, str(tmp_path / f"w{workers}"))
+    runs[workers] = _ckpt(tmp_path / f"w{workers}").read_params(7, "params")[0]
+  same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), runs[0], runs[2])
+  assert jax.tree.all(same)
+
+
+def test_a_video_folder_without_validation_split_trains(tmp_path, caplog):
+  """A folder of the user's videos builds with no validation split by default; training
+  runs on it without held-out losses and says so."""
+  from configs import base as base_config
+  from videojax.io.video import write_video
+
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    frames = np.zeros((20, 32, 32, 3), np.uint8)  # the default build: 16-frame clips
+    for t in range(20):  # a bright square sliding right
+      frames[t, 8:20, t:t + 12] = rng.integers(100, 255, 3)
+    write_video(str(folder / f"clip{i}.mp4"), frames, fps=8)
+  c = base_config.get_config("tiny")
+  c.data.update(dataset="video_folder", config="", folder=str(folder),
+                data_dir=str(tmp_path / "tfds"), frame_stride=1, batch_size=2)
+  c.model.text_dim = 0  # unlabeled clips, no encoder
+  c.mesh.num_devices = 1
+  c.train.update(num_steps=2, log_every=1, eval_every=1, checkpoint_every=2)
+  c.optim.update(warmup_steps=1, total_steps=2)
+  caplog.set_level("WARNING")
+  out = trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  assert np.isfinite(out["loss"]) and not any(k.startswith("eval_loss") for k in out)
+  assert any("no validation split" in r.getMessage() for r in caplog.records)

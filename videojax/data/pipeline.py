@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Sequence
 
+import cloudpickle
 import grain
 import numpy as np
 
@@ -213,9 +214,9 @@ def make_iterator(dataset: grain.MapDataset, state: dict | None = None, workers:
 _WORKER_DATASET = None  # each worker process's copy of the dataset
 
 
-def _init_worker(dataset) -> None:
+def _init_worker(pickled: bytes) -> None:
   global _WORKER_DATASET
-  _WORKER_DATASET = dataset
+  _WORKER_DATASET = cloudpickle.loads(pickled)
 
 
 def _batch(index: int):
@@ -235,7 +236,8 @@ class _WorkerIterator:
     # 'spawn': the training process holds threads (JAX, orbax) that fork would copy.
     self._pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker, initargs=(dataset,))
+        # cloudpickle: a dataset holds lambdas (grain's batching) that pickle refuses.
+        initializer=_init_worker, initargs=(cloudpickle.dumps(dataset),))
     self._ahead, self._next, self._pending = workers * ahead_per_worker, 0, {}
 
   def __iter__(self):

@@ -15,6 +15,7 @@ last good checkpoint; nothing is written after it.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ from videojax.train import observe
 from videojax.train.checkpoint import Checkpointer
 
 Array = jax.Array
+RUN_AHEAD = 2  # train steps the device may be ahead of the host's loss checks
 
 
 def _view(d: ml_collections.ConfigDict) -> pipeline.StageView:
@@ -85,6 +87,7 @@ def stage_datasets(config: ml_collections.ConfigDict, batch_size: int | None = N
         seed=seed, text_cache=cache, image_fraction=config.data.image_fraction,
         process_index=jax.process_index(), process_count=n_proc, **kw)
 
+  make.splits = tuple(builder.info.splits.keys())  # e.g. a video folder may have no validation
   return make
 
 
@@ -201,7 +204,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                              "tensor": config.mesh.tensor}, devices)
   make = stage_datasets(config)
   train_ds = make("train", config.seed)
-  eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
+  eval_ds = None  # held-out losses and previews need a validation split
+  if "validation" in make.splits:
+    eval_ds = make("validation", config.seed + 1, shuffle=False, num_epochs=1)
+  else:
+    logging.warning("%s has no validation split: training without held-out losses and "
+                    "previews.", config.data.dataset)
 
   model = unet3d.from_config(config.model)
   schedule = diffusion.schedule_from_config(config.diffusion)
@@ -238,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   elif init_from:
     state = _init_from(state, state_shardings, init_from)
     logging.info("Initialised from %s", init_from)
-  it = pipeline.make_iterator(train_ds, data_state)
+  it = pipeline.make_iterator(train_ds, data_state, config.data.get("workers", 0))
 
   train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
   with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
@@ -250,18 +258,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rng = jax.random.PRNGKey(config.seed)
   last: dict[str, Any] = {}
   start_step, t0 = int(state.step), time.time()
+  step = start_step  # state.step on the host: reading the device's would wait for it
+  # Losses the host has not read yet: the device runs up to RUN_AHEAD steps ahead of the
+  # loop (which meanwhile makes the next batches), and every step that logs, evaluates,
+  # previews or saves reads them all first. A non-finite loss makes every later one
+  # non-finite (the parameters are), so no checkpoint after it is ever written.
+  pending: collections.deque = collections.deque()
+
+  def check_losses(keep: int) -> None:
+    while len(pending) > keep:
+      at, value = pending.popleft()
+      value = float(value)
+      if not np.isfinite(value):
+        ckpt.wait()
+        stop.restore()
+        raise FloatingPointError(f"Non-finite loss {value} at step {at}; last good checkpoint: "
+                                 f"step {ckpt.latest_step()} in {workdir}/checkpoints.")
+
   stop = _StopOnSignal()  # SIGTERM (preemption, `kill`): save this step, then return
-  while int(state.step) < config.train.num_steps and not stop.requested:
+  while step < config.train.num_steps and not stop.requested:
     batch = pipeline.to_global(next(it), mesh)
     with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
       state, metrics = jstep(state, batch, rng)
-    step = int(state.step)
-    loss = float(metrics["loss"])
-    if not np.isfinite(loss):
-      ckpt.wait()
-      stop.restore()
-      raise FloatingPointError(f"Non-finite loss {loss} at step {step}; last good checkpoint: "
-                               f"step {ckpt.latest_step()} in {workdir}/checkpoints.")
+    step += 1
+    pending.append((step, metrics["loss"]))
+    final = step == config.train.num_steps
+    due = [final or step % every == 0 for every in (
+        config.train.log_every, config.train.eval_every, ckpt.save_every,
+        config.train.preview_every or config.train.num_steps + 1)]
+    check_losses(0 if any(due) else RUN_AHEAD)
+    loss = float(metrics["loss"]) if any(due) else float("nan")
     if step % config.train.log_every == 0 or step == config.train.num_steps:
       rate = (step - start_step) / max(time.time() - t0, 1e-9)
       last = {k: float(v) for k, v in metrics.items()}
@@ -274,17 +300,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    rate, eta)
       if writer is not None:
         writer.scalars(step, last, "train")
-    if step % config.train.eval_every == 0 or step == config.train.num_steps:
+    if eval_ds is not None and (step % config.train.eval_every == 0 or final):
       for l in config.train.eval_logsnrs:
         vals = [float(eval_loss(state.ema_params, pipeline.to_global(eval_ds[i], mesh), l))
                 for i in range(min(config.train.eval_batches, len(eval_ds)))]
         last[f"eval_loss_logsnr{l:g}"] = float(np.mean(vals))
         if writer is not None:
           writer.scalars(step, {f"loss_logsnr{l:g}": last[f"eval_loss_logsnr{l:g}"]}, "eval")
-    if preview is not None and (
-        step % config.train.preview_every == 0 or step == config.train.num_steps):
+    if preview is not None and eval_ds is not None and (
+        step % config.train.preview_every == 0 or final):
       last["preview"] = preview(state.ema_params, eval_ds[0], step, writer)
     ckpt.maybe_save(step, state, data_state=it.get_state(), config=config.to_dict())
+  check_losses(0)
   stop.restore()
   if stop.requested:
     logging.info("Stopped by signal at step %d; saving it.", int(state.step))
@@ -293,6 +320,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               force=True)
   ckpt.wait()
   ckpt.close()
+  if hasattr(it, "close"):  # worker processes
+    it.close()
   if writer is not None:
     writer.close()
   return last
