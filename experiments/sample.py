@@ -64,12 +64,9 @@ def output_paths(out: str, n: int, stages: list[str], save_stages: bool) -> dict
 class StageTimes:
   """A `Cascade.sample(progress=...)` callback that prints one line per stage.
 
-  A stage's time runs from its first progress call to the next stage's first call (or
-  `finish()`, after sampling): the cascade checks each stage's output for non-finite
-  values before the next stage starts, which waits for the device, whereas its progress
-  calls come when the work is dispatched (JAX runs asynchronously). So the time is the
-  stage's sampling including the device work, plus any wait for the next stage's weights
-  and compiled program (loaded in a background thread) when those are not ready yet.
+  A stage's time runs from its first progress call (before it samples) to its last
+  (after its last chunk of frames is computed: the cascade waits for the device before
+  each progress call after the first).
   """
 
   def __init__(self, stages, stream=None):
@@ -81,6 +78,8 @@ class StageTimes:
     if done == 0:
       self.finish()
       self._current = (stage, total, time.perf_counter())
+    elif done == total:
+      self.finish()
 
   def finish(self) -> None:
     """Prints the running stage's line (no-op when none is running)."""

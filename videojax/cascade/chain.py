@@ -244,7 +244,8 @@ class Cascade:
       pieces.append(runner.sampler(runner.params, (b, chunk) + shape[2:],
                                    self._chunk(cond, c0, chunk),
                                    jax.random.fold_in(key, c0), known))
-      if progress is not None:
+      if progress is not None:  # report finished work, not work handed to the device
+        jax.block_until_ready(pieces[-1])
         progress(stage.name, len(pieces), frames // chunk)
     video = jnp.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
     if not bool(jnp.all(jnp.isfinite(video))):
