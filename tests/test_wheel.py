@@ -52,8 +52,10 @@ def _build_wheel(tmp) -> str:
   for name in ("setup.cfg", "pyproject.toml", "README.md"):
     shutil.copy(os.path.join(ROOT, name), src / name)
   run = subprocess.run(
-      [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-       "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
+      # Build isolation: pip brings the build backend pyproject.toml asks for (a fresh
+      # venv's own setuptools may be too old to build wheels).
+      [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q",
+       "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   (wheel,) = os.listdir(tmp / "dist")
   return str(tmp / "dist" / wheel)

@@ -47,9 +47,10 @@ def test_encode_is_the_module_apply_eagerly_and_inside_a_trace(encoder):
   plain jit under a trace (a trainable encoder in a train step); both are the module."""
   ids, mask = encoder.tokenize(CAPTIONS)
   want = encoder.module.apply(encoder.params, ids, mask)
-  np.testing.assert_allclose(encoder.encode(ids, mask)[0], want, atol=1e-6)
+  # float32 through differently fused programs: ~1e-6 apart (1.2e-6 seen), not bitwise.
+  np.testing.assert_allclose(encoder.encode(ids, mask)[0], want, atol=1e-5)
   traced = jax.jit(lambda p, t, m: encoder.encode(t, m, params=p)[0])(encoder.params, ids, mask)
-  np.testing.assert_allclose(traced, want, atol=1e-6)
+  np.testing.assert_allclose(traced, want, atol=1e-5)
 
 
 def test_guidance_dropout_rate_and_null_inputs():
