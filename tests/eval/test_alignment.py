@@ -212,3 +212,21 @@ def test_bad_inputs():
     A.judge(video, num_objects=3)
   with pytest.raises(ValueError, match="1 videos but 2 captions"):
     A.score([video], ["a red circle moving left on a gray background"] * 2)
+
+
+def test_ragged_shapes_are_no_shape():
+  """A square whose corners are rounded (by 2 or more pixels of its 19 at 64x64) is not
+  a square, while the same square drawn with hard, aliased edges still is."""
+  scene = next(s for s in (ms.sample_example("validation", i) for i in range(50))
+               if s.objects[0].shape == "square")
+  video = ms.render(scene, 16, 64, 64)
+  bg = np.array(ms.BACKGROUNDS[scene.background], float)
+  colour = np.array(ms.COLORS[scene.objects[0].color], float)
+  inside = np.linalg.norm(video - bg, axis=-1) > 0.5 * np.linalg.norm(colour - bg)
+  for radius, shape in ((0, "square"), (2, None), (4, None)):
+    disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
+    mask = np.stack([ndimage.binary_opening(m, structure=disk) for m in inside])
+    drawn = np.where(mask[..., None], colour, bg).astype(np.uint8)
+    judged = A.judge(drawn)
+    assert judged["shape"] == shape, (radius, judged["objects"][0])
+    assert judged["color"] == scene.objects[0].color and judged["single_object"]

@@ -37,6 +37,10 @@ are relative to palette distances or to e, so one setting serves every resolutio
               moves them by ~0.002 at e = 4.8 (16x16) and by < 0.0002 from 32x32 up;
               a 3x3 box blur, not isotropic, adds 1/3 px^4 to every shape's numerator
               (+0.001 at 16x16), so a box-blurred 16x16 circle can read as a square.
+              The shape must also be clean, its values within SKEW_BAND and
+              SQUARENESS_BAND of its ideal ones (bands that narrow as e grows, as wide
+              as rendered, noisy and blurred clips need), else it is None: a square
+              with rounded corners, a blunt triangle or a blob is no shape.
   direction   the least-squares slope of the coverage centroid over clip time; the
               larger relative component (x over W, y over H) names the direction if
               the object travels at least MIN_TRAVEL of the spec's 0.5 x frame, else
@@ -70,6 +74,12 @@ AREA_TOLERANCE = 1.5  # each frame's area within [median / 1.5, median * 1.5]
 MIN_TRAVEL = 0.25  # least centroid travel, fraction of the spec's travel (0.5 x frame)
 TRIANGLE_SKEW = -0.0105  # half the apex-up triangle's kappa3_y / A^1.5 (-0.0210)
 SQUARE_KURTOSIS = 0.0021  # half the square's (kappa4_diag - kappa4_axis) / A^2 (1/240)
+# A clean shape: its cumulants within a band of the ideal shape's (triangle skew -0.0210;
+# squareness 1/240 for the square, 0 for circle and triangle; skew 0 for the circle),
+# of half-width C / e^2 + D: pixel sampling, noise of sigma 6 and a 3x3 box blur move a
+# rendered shape's values by up to about that (measured from 16x16 to 64x64).
+SKEW_BAND = (0.15, 0.001)  # (C, D) of the skew band
+SQUARENESS_BAND = (0.03, 0.0006)  # (C, D): corners rounded by 2 px at 64x64 fail
 
 _BACKGROUNDS = np.array(list(ms.BACKGROUNDS.values()), np.float64)  # [3, 3]
 _COLORS = np.array(list(ms.COLORS.values()), np.float64)  # [6, 3]
@@ -189,10 +199,19 @@ def _track(colour: str, per_frame: list[list[dict[str, Any]]], shape_hw: tuple[i
         square.append(o["squareness"])
         area += o["area"]
         break
-  if np.mean(skew) < TRIANGLE_SKEW:
+  skew, square = float(np.mean(skew)), float(np.mean(square))
+  if skew < TRIANGLE_SKEW:
     shape = "triangle"
   else:
-    shape = "square" if np.mean(square) > SQUARE_KURTOSIS else "circle"
+    shape = "square" if square > SQUARE_KURTOSIS else "circle"
+  e2 = (ms.EXTENT * min(shape_hw)) ** 2
+  skew_tol = SKEW_BAND[0] / e2 + SKEW_BAND[1]
+  square_tol = SQUARENESS_BAND[0] / e2 + SQUARENESS_BAND[1]
+  clean = {"triangle": skew <= 2 * TRIANGLE_SKEW + skew_tol,
+           "square": square >= 2 * SQUARE_KURTOSIS - square_tol,
+           "circle": abs(square) <= square_tol and abs(skew) <= skew_tol}[shape]
+  if not clean:
+    shape = None  # ragged: not cleanly the shape its cumulants are nearest to
   direction = None
   if len(times) >= 2 and np.ptp(times) > 0:
     slope = np.polyfit(np.array(times), np.array(xy), 1)[0]  # [2] pixels per clip
@@ -201,7 +220,8 @@ def _track(colour: str, per_frame: list[list[dict[str, Any]]], shape_hw: tuple[i
     if abs(rel[axis]) >= MIN_TRAVEL * ms.TRAVEL:
       direction = [["left", "right"], ["up", "down"]][axis][int(rel[axis] > 0)]
   return {"color": colour, "shape": shape, "direction": direction,
-          "frames": len(times), "area": area / max(len(times), 1)}
+          "frames": len(times), "area": area / max(len(times), 1), "skew": skew,
+          "squareness": square}
 
 
 def judge(video: np.ndarray, num_objects: int = 1) -> dict[str, Any]:
