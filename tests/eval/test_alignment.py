@@ -230,3 +230,21 @@ def test_ragged_shapes_are_no_shape():
     judged = A.judge(drawn)
     assert judged["shape"] == shape, (radius, judged["objects"][0])
     assert judged["color"] == scene.objects[0].color and judged["single_object"]
+
+
+def test_blunt_triangles_are_no_shape():
+  """A triangle whose apex is cut off (3 or more of its 19 pixel rows at 64x64) is no
+  triangle, and no square either when the cut leaves a trapezoid."""
+  scene = next(s for s in (ms.sample_example("validation", i) for i in range(80))
+               if s.objects[0].shape == "triangle")
+  video = ms.render(scene, 16, 64, 64)
+  bg = np.array(ms.BACKGROUNDS[scene.background], float)
+  colour = np.array(ms.COLORS[scene.objects[0].color], float)
+  inside = np.linalg.norm(video - bg, axis=-1) > 0.5 * np.linalg.norm(colour - bg)
+  for cut, shape in ((0, "triangle"), (3, None), (8, None)):
+    mask = inside.copy()
+    for frame in mask:
+      top = np.nonzero(frame.any(axis=1))[0].min()
+      frame[top:top + cut] = False
+    judged = A.judge(np.where(mask[..., None], colour, bg).astype(np.uint8))
+    assert judged["shape"] == shape, (cut, judged["objects"][0])

@@ -75,7 +75,7 @@ MIN_TRAVEL = 0.25  # least centroid travel, fraction of the spec's travel (0.5 x
 TRIANGLE_SKEW = -0.0105  # half the apex-up triangle's kappa3_y / A^1.5 (-0.0210)
 SQUARE_KURTOSIS = 0.0021  # half the square's (kappa4_diag - kappa4_axis) / A^2 (1/240)
 # A clean shape: its cumulants within a band of the ideal shape's (triangle skew -0.0210;
-# squareness 1/240 for the square, 0 for circle and triangle; skew 0 for the circle),
+# squareness 1/240 for the square and 0 for the circle; skew 0 for square and circle),
 # of half-width C / e^2 + D: pixel sampling, noise of sigma 6 and a 3x3 box blur move a
 # rendered shape's values by up to about that (measured from 16x16 to 64x64).
 SKEW_BAND = (0.15, 0.001)  # (C, D) of the skew band
@@ -208,7 +208,7 @@ def _track(colour: str, per_frame: list[list[dict[str, Any]]], shape_hw: tuple[i
   skew_tol = SKEW_BAND[0] / e2 + SKEW_BAND[1]
   square_tol = SQUARENESS_BAND[0] / e2 + SQUARENESS_BAND[1]
   clean = {"triangle": skew <= 2 * TRIANGLE_SKEW + skew_tol,
-           "square": square >= 2 * SQUARE_KURTOSIS - square_tol,
+           "square": square >= 2 * SQUARE_KURTOSIS - square_tol and abs(skew) <= skew_tol,
            "circle": abs(square) <= square_tol and abs(skew) <= skew_tol}[shape]
   if not clean:
     shape = None  # ragged: not cleanly the shape its cumulants are nearest to
