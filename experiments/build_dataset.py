@@ -12,6 +12,7 @@ An existing build is reused; prints the splits and their sizes.
 from absl import app, flags
 
 from videojax.data import builders
+from videojax.runtime import quiet_library_logs
 
 _DATASET = flags.DEFINE_enum("dataset", None, sorted(builders.DATASETS), "Dataset to build.")
 _CONFIG = flags.DEFINE_string("config", None, "Builder config name (default: the first).")
@@ -26,6 +27,7 @@ flags.mark_flag_as_required("dataset")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   kwargs = {"folder": _FOLDER.value} if _FOLDER.value else {}
   if _DATASET.value in ("video_folder", "image_folder") and not _FOLDER.value:
     raise app.UsageError(f"--dataset={_DATASET.value} needs --folder=<your files>.")

@@ -13,7 +13,7 @@ from absl import app, flags
 
 from videojax.data import builders
 from videojax.nn import text
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _DATASET = flags.DEFINE_enum("dataset", None, sorted(builders.DATASETS), "A built dataset.")
 _CONFIG = flags.DEFINE_string("config", None, "Its builder config name.")
@@ -27,6 +27,7 @@ flags.mark_flag_as_required("dataset")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   enable_compilation_cache()
   builder = builders.load(_DATASET.value, _CONFIG.value, _DATA_DIR.value)
   encoder = text.build_text_encoder(_ENCODER.value, path=_PATH.value, max_len=_MAX_LEN.value)

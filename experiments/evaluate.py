@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _CASCADE = config_flags.DEFINE_config_file(
     "cascade", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -101,6 +101,7 @@ def _report(results) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   enable_compilation_cache()
   from videojax.cascade.chain import Cascade
   from videojax.eval import cascade_eval as E

@@ -40,9 +40,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from videojax.cascade import weights
   from videojax.nn import unet3d
-  from videojax.runtime import enable_compilation_cache
+  from videojax.runtime import enable_compilation_cache, quiet_library_logs
   from videojax.train import field, trainer
   from videojax.data import pipeline
+
+  quiet_library_logs()
 
   weights.refuse_existing(_OUT.value)  # before any compute
   enable_compilation_cache()

@@ -85,7 +85,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from videojax.parallel import plan as plan_lib
-  from videojax.runtime import enable_compilation_cache
+  from videojax.runtime import enable_compilation_cache, quiet_library_logs
+
+  quiet_library_logs()
 
   meshes = [plan_lib.parse_mesh(m) for m in _MESH.value]
   for m in meshes:  # every mesh is checked before anything compiles

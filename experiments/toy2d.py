@@ -11,7 +11,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from videojax.runtime import enable_compilation_cache
+from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy2d.py",
                                           "Toy config file.", lock_config=True)
@@ -21,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "outputs/toy2d", "Where results are wr
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   enable_compilation_cache()
   from videojax.train import toy  # after the cache is configured
 
