@@ -151,8 +151,10 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "experiments.export",
                     f"--workdir={os.path.join(args.workdir, name)}",
                     f"--out={os.path.join(export_dir, name)}"], check=True)
-  parts = pack(export_dir, args.out) if os.path.isdir(export_dir) else []
-  shutil.rmtree(export_dir)
+  parts = []
+  if os.path.isdir(export_dir):  # none when every stage failed
+    parts = pack(export_dir, args.out)
+    shutil.rmtree(export_dir)
   print(f"{time.time() - start:6.0f} s: exported {sorted(procs)} into {parts}", flush=True)
   return 0 if all(c == 0 for c in codes.values()) else 1
 
