@@ -214,15 +214,22 @@ def test_bad_inputs():
     A.score([video], ["a red circle moving left on a gray background"] * 2)
 
 
-def test_ragged_shapes_are_no_shape():
-  """A square whose corners are rounded (by 2 or more pixels of its 19 at 64x64) is not
-  a square, while the same square drawn with hard, aliased edges still is."""
-  scene = next(s for s in (ms.sample_example("validation", i) for i in range(50))
-               if s.objects[0].shape == "square")
+def _hard_edged(shape: str):
+  """(scene, background, colour, pixels at least half covered [T, H, W]) of a 16-frame
+  64x64 validation clip of `shape`."""
+  scene = next(s for s in (ms.sample_example("validation", i) for i in range(80))
+               if s.objects[0].shape == shape)
   video = ms.render(scene, 16, 64, 64)
   bg = np.array(ms.BACKGROUNDS[scene.background], float)
   colour = np.array(ms.COLORS[scene.objects[0].color], float)
-  inside = np.linalg.norm(video - bg, axis=-1) > 0.5 * np.linalg.norm(colour - bg)
+  return scene, bg, colour, np.linalg.norm(video - bg, axis=-1) > 0.5 * np.linalg.norm(
+      colour - bg)
+
+
+def test_ragged_shapes_are_no_shape():
+  """A square whose corners are rounded (by 2 or more pixels of its 19 at 64x64) is not
+  a square, while the same square drawn with hard, aliased edges still is."""
+  scene, bg, colour, inside = _hard_edged("square")
   for radius, shape in ((0, "square"), (2, None), (4, None)):
     disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
     mask = np.stack([ndimage.binary_opening(m, structure=disk) for m in inside])
@@ -235,12 +242,7 @@ def test_ragged_shapes_are_no_shape():
 def test_blunt_triangles_are_no_shape():
   """A triangle whose apex is cut off (3 or more of its 19 pixel rows at 64x64) is no
   triangle, and no square either when the cut leaves a trapezoid."""
-  scene = next(s for s in (ms.sample_example("validation", i) for i in range(80))
-               if s.objects[0].shape == "triangle")
-  video = ms.render(scene, 16, 64, 64)
-  bg = np.array(ms.BACKGROUNDS[scene.background], float)
-  colour = np.array(ms.COLORS[scene.objects[0].color], float)
-  inside = np.linalg.norm(video - bg, axis=-1) > 0.5 * np.linalg.norm(colour - bg)
+  _, bg, colour, inside = _hard_edged("triangle")
   for cut, shape in ((0, "triangle"), (3, None), (8, None)):
     mask = inside.copy()
     for frame in mask:
