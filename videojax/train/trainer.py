@@ -283,12 +283,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step += 1
     pending.append((step, metrics["loss"]))
     final = step == config.train.num_steps
-    due = [final or step % every == 0 for every in (
-        config.train.log_every, config.train.eval_every, ckpt.save_every,
-        config.train.preview_every or config.train.num_steps + 1)]
-    check_losses(0 if any(due) else RUN_AHEAD)
-    loss = float(metrics["loss"]) if any(due) else float("nan")
-    if step % config.train.log_every == 0 or step == config.train.num_steps:
+    log_now = final or step % config.train.log_every == 0
+    eval_now = eval_ds is not None and (final or step % config.train.eval_every == 0)
+    preview_now = preview is not None and eval_ds is not None and (
+        final or step % config.train.preview_every == 0)
+    sync = log_now or eval_now or preview_now or step % ckpt.save_every == 0
+    check_losses(0 if sync else RUN_AHEAD)
+    if log_now:
+      loss = float(metrics["loss"])
       rate = (step - start_step) / max(time.time() - t0, 1e-9)
       last = {k: float(v) for k, v in metrics.items()}
       last["steps_per_second"] = rate
@@ -300,15 +302,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    rate, eta)
       if writer is not None:
         writer.scalars(step, last, "train")
-    if eval_ds is not None and (step % config.train.eval_every == 0 or final):
+    if eval_now:
       for l in config.train.eval_logsnrs:
         vals = [float(eval_loss(state.ema_params, pipeline.to_global(eval_ds[i], mesh), l))
                 for i in range(min(config.train.eval_batches, len(eval_ds)))]
         last[f"eval_loss_logsnr{l:g}"] = float(np.mean(vals))
         if writer is not None:
           writer.scalars(step, {f"loss_logsnr{l:g}": last[f"eval_loss_logsnr{l:g}"]}, "eval")
-    if preview is not None and eval_ds is not None and (
-        step % config.train.preview_every == 0 or final):
+    if preview_now:
       last["preview"] = preview(state.ema_params, eval_ds[0], step, writer)
     ckpt.maybe_save(step, state, data_state=it.get_state(), config=config.to_dict())
   check_losses(0)
