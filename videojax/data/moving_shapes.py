@@ -2,9 +2,8 @@
 
 A clip shows one or two coloured shapes (circle, square, triangle) sliding in a
 straight line over a plain background, with a caption such as `a red circle moving
-left on a gray background`. Geometry is in
-relative units, so the same (split, index) gives the same scene at every resolution
-and frame rate:
+left on a gray background`. Geometry is in relative units, so the same (split, index)
+gives the same scene at every resolution and frame rate:
 
   extent e = 0.3 * min(H, W)       circle diameter, square side, triangle base/height
   travel   = 0.5 * W (left/right)  or 0.5 * H (up/down), at constant speed
