@@ -2,8 +2,8 @@
 
 mp4 and other containers go through the static ffmpeg bundled with imageio-ffmpeg,
 started by `videojax.io.ffmpeg` in a way that is safe in a multithreaded (JAX) process;
-GIFs go through imageio's pillow plugin. Videos in memory are
-uint8 [T, H, W, 3] (RGB) or float in [-1, 1], the range our models work in.
+GIFs go through imageio's pillow plugin. Videos in memory are uint8 [T, H, W, 3] (RGB)
+or float in [-1, 1], the range our models work in.
 
 `show` displays a video in a notebook (Colab) through mediapy, an optional
 dependency; mediapy's own file reading is not used (it fails with ffmpeg 9).
