@@ -1,6 +1,7 @@
 """Text conditioning: the trainable encoder, the null input and dropout, the cache."""
 
 import logging
+import os
 
 import flax.linen as nn
 import jax
@@ -123,3 +124,21 @@ def test_build_pretrained_encoders_through_one_interface():
     T.build_text_encoder("t5")
   with pytest.raises(ValueError, match="Unknown text encoder 'clip'"):
     T.build_text_encoder("clip")
+
+
+def test_cache_built_concurrently_keeps_the_first_published_file(encoder, tmp_path):
+  """A second builder that finishes after the first keeps the first one's file, and
+  neither leaves a temporary file behind (stages launched side by side share a cache)."""
+  path = str(tmp_path / "cache.npz")
+
+  class PublishesMidBuild:  # another process finishes its build while this one encodes
+    name, dim = encoder.name, encoder.dim
+
+    def encode_captions(self, captions):
+      if not os.path.exists(path):
+        T.EmbeddingCache.build(encoder, CAPTIONS[:1], path)
+      return encoder.encode_captions(captions)
+
+  T.EmbeddingCache.build(PublishesMidBuild(), CAPTIONS, path)
+  assert T.EmbeddingCache.load(path).captions == [CAPTIONS[0]]  # not replaced
+  assert os.listdir(tmp_path) == ["cache.npz"]

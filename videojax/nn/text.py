@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -201,11 +202,23 @@ class EmbeddingCache:
       embs.append(np.asarray(e, np.float16))
       masks.append(np.asarray(m, np.int8))
     cache = cls(unique, np.concatenate(embs), np.concatenate(masks))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, captions=np.array(unique, dtype=object), embeddings=cache.embeddings,
-             masks=cache.masks, encoder=np.array(encoder.name))
-    os.replace(tmp, path)  # atomic: a killed build leaves no half-written cache
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Each builder writes its own temporary file, then publishes it under `path` with a
+    # hard link, which fails rather than replaces: a killed build leaves no half-written
+    # cache, and of several processes building the same cache at once (stages launched
+    # side by side) the first one to finish publishes and the others keep its file.
+    fd, tmp = tempfile.mkstemp(suffix=".npz", prefix=".text_cache.", dir=directory)
+    try:
+      with os.fdopen(fd, "wb") as f:
+        np.savez(f, captions=np.array(unique, dtype=object), embeddings=cache.embeddings,
+                 masks=cache.masks, encoder=np.array(encoder.name))
+      try:
+        os.link(tmp, path)
+      except FileExistsError:
+        pass  # a concurrent builder published first; its file stays as it is
+    finally:
+      os.remove(tmp)
     return cache
 
   @classmethod
