@@ -44,10 +44,8 @@ _VARIANTS = {
                        cross_attn_levels=(0, 1, 2), temporal_downsample=(False, False),
                        text_dim=384, frame_positions=8,
                        # The field is fitted on the frozen network (experiments.fit_field):
-                       # it gives the sign of motion. frame_gain stays off: a fitted gain
-                       # did not help the direction and hurt background and colour
-                       # (benchmarks/results/direction_field.md).
-                       frame_conditioning=True, frame_field=True, frame_gain=False),
+                       # it gives the sign of motion (benchmarks/results/direction_field.md).
+                       frame_conditioning=True, frame_field=True),
                   (8, 16, 16, 3), None),
     "demo_tsr": (dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                       head_dim=32, temporal_conv_levels=(0, 1), spatial_attn_levels=(),

@@ -4,8 +4,8 @@ r"""Fits a frame field onto a trained stage, the rest of it frozen (videojax/tra
       --out runs/base_field --examples 4096 --steps 8000
 
 Reads an exported stage (or a training workdir's EMA weights), adds
-`model.frame_conditioning` / `model.frame_field` (and with `--gain` `model.frame_gain`;
-zero at first: the same function; a stage that has them keeps and refits them),
+`model.frame_conditioning` / `model.frame_field` (zero at first: the same function; a
+stage that has them keeps and refits them),
 runs the frozen stage once over `--examples` training clips of its own dataset view at
 noise levels drawn as `--floor_fraction` at the schedule's lowest log-SNR (where
 sampling starts) and the rest uniform in [`--logsnr_low`, `--logsnr_high`], fits the
@@ -29,8 +29,6 @@ _FLOOR = flags.DEFINE_float("floor_fraction", 0.25,
 _LOW = flags.DEFINE_float("logsnr_low", -8.0, "The other examples' log-SNR range: low end.")
 _HIGH = flags.DEFINE_float("logsnr_high", 0.0, "... and high end.")
 _SEED = flags.DEFINE_integer("seed", 0, "Clips, noise, field initialisation, batches.")
-_GAIN = flags.DEFINE_bool("gain", False, "Also fit the field's gain (model.frame_gain): a "
-                          "per-frame map the output is multiplied by.")
 _DTYPE = flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype.")
 flags.mark_flags_as_required(["weights", "out"])
 
@@ -50,7 +48,7 @@ def main(argv):
   enable_compilation_cache()
   params, config = weights.load(_WEIGHTS.value)
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-  params, config = field.with_field(params, config, seed=_SEED.value, gain=_GAIN.value)
+  params, config = field.with_field(params, config, seed=_SEED.value)
   model = unet3d.from_config(config.model)
   logsnr = field.draw_logsnr(np.random.default_rng(_SEED.value), _EXAMPLES.value,
                              _LOW.value, _HIGH.value, _FLOOR.value,

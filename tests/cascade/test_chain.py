@@ -247,9 +247,9 @@ def test_weights_trained_otherwise_are_refused_before_sampling():
   # So is a U-Net field without parameters, which the weights' shapes cannot reveal.
   c = S.load_config_file("configs/cascades/demo.py").to_dict()
   c["stages"]["base"]["config"] = S.load_config_file(c["stages"]["base"]["config"])
-  c["stages"]["base"]["config"].model.frame_time_scale = 0.125
+  c["stages"]["base"]["config"].model.causal_temporal = True
   cascade = Cascade.load(ml_collections.ConfigDict(c))
-  with pytest.raises(ValueError, match=r"Stage 'base'.*trained with model.frame_time_scale="):
+  with pytest.raises(ValueError, match=r"Stage 'base'.*trained with model.causal_temporal="):
     cascade.sample_stage("base", ["a red circle moving left on a black background"])
 
 

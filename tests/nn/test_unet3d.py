@@ -132,33 +132,14 @@ def test_frame_positions_start_at_zero_change_videos_and_skip_images(base):
     model.apply(trained, jnp.concatenate([Z, Z], 1), LOGSNR, text=TEXT, text_mask=MASK)
 
 
-def test_frame_time_features_have_no_parameters_change_videos_and_skip_images(base):
-  """frame_time_scale adds fixed sin / cos features of the centred frame index: no
-  parameters (a trained model's variables fit as they are), a different prediction for
-  video examples, none for is_image examples; scale 0 is the model without it."""
-  _, _, params, apply = base
-  model = UNet3D(**{**TINY, "frame_time_scale": 0.5})
-  fresh = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
-                                            text_mask=MASK))
-  assert jax.tree.structure(nn.meta.unbox(fresh)) == jax.tree.structure(params)
-  is_image = jnp.array([True, False])
-  run = lambda m, **kw: m.apply(params, Z, LOGSNR, text=TEXT, text_mask=MASK,  # noqa: E731
-                                is_image=is_image, **kw)
-  out, ref = run(model), apply(params, Z, text=TEXT, text_mask=MASK, is_image=is_image)
-  np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=2e-5)  # the image example
-  assert not np.allclose(out[1], ref[1], atol=1e-2)  # the video example
-  np.testing.assert_allclose(run(model.clone(frame_time_scale=0.0)), ref, rtol=1e-5, atol=2e-5)
-
-
 def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
   """frame_conditioning makes the FiLM vector per frame: with its zero-initialised output
   layer a trained model keeps its function exactly (so `train.init_from` can add it);
   once trained it changes video examples and leaves is_image examples alone."""
   _, _, params, apply = base
-  model = UNet3D(**{**TINY, "frame_conditioning": True, "frame_field": True,
-                    "frame_gain": True})
+  model = UNet3D(**{**TINY, "frame_conditioning": True, "frame_field": True})
   added = _random_params(model, Z, LOGSNR, text=TEXT, text_mask=MASK)["params"]["frame_cond"]
-  outputs = ("out", "field", "gain")
+  outputs = ("out", "field")
   assert set(added) == {"clip", "text_norm", "tokens", "text", "time", *outputs}
   zeros = {k: jax.tree.map(jnp.zeros_like, added[k]) for k in outputs}  # their init
   with_new = {"params": {**params["params"], "frame_cond": {**added, **zeros}}}
@@ -177,9 +158,6 @@ def test_frame_conditioning_starts_as_identity_then_changes_videos_only(base):
   with pytest.raises(ValueError, match="frame_field is part of frame_conditioning"):
     UNet3D(**{**TINY, "frame_field": True}).init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
                                                  text_mask=MASK)
-  with pytest.raises(ValueError, match="frame_gain is part of frame_field"):
-    UNet3D(**{**TINY, "frame_conditioning": True, "frame_gain": True}).init(
-        jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK)
   with pytest.raises(ValueError, match="frame_conditioning needs a U-Net without temporal"):
     UNet3D(**{**TINY, "frame_conditioning": True, "temporal_downsample": (True,)}).init(
         jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK)
@@ -189,27 +167,26 @@ def test_frame_conditioning_couples_text_time_and_place():
   """What it is for: the effect of the caption differs from frame to frame (text x time)
   and, in the map, from place to place (x space), and reversing time does not undo it,
   so "left" and "right" can ask for different things of frame 0 from the first step."""
-  fc = FrameConditioning(16, field_channels=3, gain_channels=2)
+  fc = FrameConditioning(16, field_channels=3)
   emb = jax.random.normal(jax.random.PRNGKey(2), (B, 16))
   args = (emb, T, TEXT, MASK)
   size = (H, W)
   variables = _perturbed(jax.eval_shape(lambda: fc.init(jax.random.PRNGKey(0), *args,
                                                         size=size)))
   other = TEXT.at[:, 1].multiply(-1.0)  # one token changed
-  (e0, f0, g0), (e1, f1, g1) = (fc.apply(variables, emb, T, t, MASK, size=size)
-                                for t in (TEXT, other))
-  assert e0.shape == (B, T, 16) and f0.shape == (B, T, H, W, 3) and g0.shape == (B, T, H, W, 2)
-  for diff in (e1 - e0, f1 - f0, g1 - g0):  # [B, T, ...]
+  (e0, f0), (e1, f1) = (fc.apply(variables, emb, T, t, MASK, size=size)
+                        for t in (TEXT, other))
+  assert e0.shape == (B, T, 16) and f0.shape == (B, T, H, W, 3)
+  for diff in (e1 - e0, f1 - f0):  # [B, T, ...]
     spread = jnp.abs(diff - diff.mean(axis=1, keepdims=True)).max()
     assert float(spread) > 1e-2 * float(jnp.abs(diff).max())  # not the same for every frame
     assert not np.allclose(diff, diff[:, ::-1], atol=1e-3)  # not time-reversal symmetric
-  for dmap in (f1 - f0, g1 - g0):
-    assert not np.allclose(dmap, dmap[:, :, :, ::-1], atol=1e-3)  # left half != right half
-  e, f, g = fc.apply(variables, *args, is_image=jnp.array([True, False]), size=size)
+  dmap = f1 - f0
+  assert not np.allclose(dmap, dmap[:, :, :, ::-1], atol=1e-3)  # left half != right half
+  e, f = fc.apply(variables, *args, is_image=jnp.array([True, False]), size=size)
   np.testing.assert_array_equal(e[0], jnp.broadcast_to(emb[0], (T, 16)))
   np.testing.assert_array_equal(f[0], 0.0)
-  np.testing.assert_array_equal(g[0], 0.0)
-  with pytest.raises(ValueError, match="needs the maps' size"):
+  with pytest.raises(ValueError, match="needs the map's size"):
     fc.apply(variables, *args)
 
 

@@ -58,14 +58,14 @@ def _randomised_field(params, scale=0.3, seed=4):
                                                     fc[field.FROZEN_PART]}}}
 
 
-@pytest.mark.parametrize("gain", [False, True])
-def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field(gain):
+def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field():
   config, params = _stage()
   z, ls, text, mask = _inputs(config)
   plain = unet3d.from_config(config.model).apply(params, z, ls, text=text, text_mask=mask)
-  p, c = field.with_field(params, config, gain=gain)
+  p, c = field.with_field(params, config)
   assert c.model.frame_field and not config.model.get("frame_field", False)  # input kept
-  assert c.model.frame_gain == gain
+  again, _ = field.with_field(p, c)  # a stage with a field: returned as it is
+  assert again is p
   model = unet3d.from_config(c.model)
   np.testing.assert_allclose(model.apply(p, z, ls, text=text, text_mask=mask), plain,
                              atol=1e-5)
@@ -74,45 +74,22 @@ def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field(
   frozen, emb = field.frozen_outputs(model, p)(z, ls, text, mask)
   np.testing.assert_allclose(frozen, plain, atol=1e-5)  # no field: the original network
   added = field.field_output(model, p, emb, text, mask, z.shape)
-  assert (added[1] is not None) == gain
-  for part in added[:1 + gain]:  # the field (and the gain) do change the output...
-    assert float(jnp.abs(part).mean()) > 1e-2
+  assert float(jnp.abs(added).mean()) > 1e-2  # the field does change the output...
   scale = max(1.0, float(jnp.abs(full).max()))
-  np.testing.assert_allclose(field.combine(frozen, *added), full, rtol=1e-4,
+  np.testing.assert_allclose(frozen + added, full, rtol=1e-4,
                              atol=1e-5 * scale)  # ...exactly so
 
 
-def test_a_gain_added_to_a_fitted_field_keeps_the_field():
-  config, params = _stage()
-  p, c = field.with_field(params, config)
-  p = _randomised_field(p)
-  again, _ = field.with_field(p, c)  # a stage with a field: returned as it is
-  assert again is p
-  g, cg = field.with_field(p, c, gain=True)
-  assert cg.model.frame_gain and not c.model.get("frame_gain", False)
-  fc, fcg = p["params"][field.FIELD_MODULE], g["params"][field.FIELD_MODULE]
-  assert set(fcg) == set(fc) | {"gain"}
-  jax.tree.map(np.testing.assert_array_equal, {k: fcg[k] for k in fc}, fc)
-  for leaf in jax.tree.leaves(fcg["gain"]):
-    np.testing.assert_array_equal(leaf, 0.0)
-  z, ls, text, mask = _inputs(config)
-  np.testing.assert_allclose(
-      unet3d.from_config(cg.model).apply(g, z, ls, text=text, text_mask=mask),
-      unet3d.from_config(c.model).apply(p, z, ls, text=text, text_mask=mask), atol=1e-5)
-
-
-@pytest.mark.parametrize("gain", [False, True])
-def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero(gain):
-  """Targets made by a known field (and gain) on top of the frozen network: the fit
+def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero():
+  """Targets made by a known field on top of the frozen network: the fit
   from zero removes most of the error, and only the field's part of the module moves."""
   config, params = _stage()
-  p, c = field.with_field(params, config, gain=gain)
+  p, c = field.with_field(params, config)
   model = unet3d.from_config(c.model)
   teacher = _randomised_field(p, scale=0.5, seed=7)
   z, ls, text, mask = (jnp.concatenate([a] * 4) for a in _inputs(config))
   frozen, emb = field.frozen_outputs(model, p)(z, ls, text, mask)
-  target = field.combine(frozen, *field.field_output(model, teacher, emb, text, mask,
-                                                     z.shape))
+  target = frozen + field.field_output(model, teacher, emb, text, mask, z.shape)
   cache = {k: np.asarray(v) for k, v in dict(frozen=frozen, target=target, emb=emb, text=text,
                                              text_mask=mask).items()}
   before = float(np.mean((cache["frozen"] - cache["target"]) ** 2))
@@ -120,9 +97,8 @@ def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero(gain):
   fitted = field.fit(model, p, cache, steps=300, batch_size=8, learning_rate=1e-2,
                      log_every=100, log=lambda i, loss: losses.append((i, loss)))
   assert [i for i, _ in losses] == [100, 200, 300]
-  parts = field.field_output(model, fitted, cache["emb"], cache["text"], cache["text_mask"],
-                             z.shape)
-  pred = field.combine(cache["frozen"], *parts)
+  pred = cache["frozen"] + field.field_output(model, fitted, cache["emb"], cache["text"],
+                                              cache["text_mask"], z.shape)
   after = float(np.mean((pred - cache["target"]) ** 2))
   assert before > 1e-3 and after < 0.2 * before, (before, after)
   fc = fitted["params"][field.FIELD_MODULE]

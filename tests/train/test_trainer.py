@@ -10,7 +10,7 @@ import pytest
 
 from tests.train.conftest import tiny_config
 from videojax.train import trainer
-from videojax.train.checkpoint import Checkpointer
+from videojax.io.checkpoint import Checkpointer
 
 
 def _ckpt(workdir):

@@ -72,7 +72,7 @@ class _Runner:
     """The weights' training config must agree with the stage's on what the network
     predicts (parameterization, residual or not, schedule) and on how it computes it:
     every U-Net field except how it runs (dtypes, remat, attention chunking, dropout).
-    Fields without parameters (e.g. `frame_time_scale`) would load silently otherwise."""
+    Fields without parameters (e.g. `causal_temporal`) would load silently otherwise."""
     want, got = self.stage.config.diffusion, trained.get("diffusion", {})
     pairs = [(f"diffusion.{key}", want.get(key, default), got.get(key, default))
              for key, default in (("parameterization", "v"), ("residual", False),

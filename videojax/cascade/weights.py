@@ -35,7 +35,7 @@ def export(workdir: str, out_dir: str, *, step: int | None = None,
   Returns:
     The path of the parameters file.
   """
-  from videojax.train.checkpoint import Checkpointer
+  from videojax.io.checkpoint import Checkpointer
 
   refuse_existing(out_dir)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=1 << 30)
@@ -85,14 +85,14 @@ def load(path: str, key: str = "ema_params") -> tuple[Any, ml_collections.Config
       params = flax.serialization.msgpack_restore(f.read())
     config = load_config(path)
   else:
-    from videojax.train.checkpoint import Checkpointer
+    from videojax.io.checkpoint import Checkpointer
 
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30)
     params, config = ckpt.read_params(key=key)
     ckpt.close()
     config = ml_collections.ConfigDict(config)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  return params, config
+  return params, upgrade_config(config)
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -100,11 +100,37 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   checkpoint), without reading the parameters."""
   if _kind_or_raise(path) == "export":
     with open(os.path.join(path, CONFIG)) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  from videojax.train.checkpoint import Checkpointer
+      return upgrade_config(ml_collections.ConfigDict(json.load(f)))
+  from videojax.io.checkpoint import Checkpointer
 
   with Checkpointer(os.path.join(path, "checkpoints"), save_every=1, keep=1 << 30) as ckpt:
-    return ml_collections.ConfigDict(ckpt.read_config())
+    return upgrade_config(ml_collections.ConfigDict(ckpt.read_config()))
+
+
+# Model fields that older versions had, with the value that meant "off": a config
+# recorded with that value reads as it is without the field; any other value names a
+# function this version cannot compute.
+_REMOVED_MODEL_FIELDS = {"frame_time_scale": 0.0, "frame_gain": False}
+
+
+def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A recorded training config in the current form (older exports and checkpoints).
+
+  Raises:
+    ValueError: the weights use a model option that no longer exists.
+  """
+  model = config.get("model")
+  if model is None or not any(k in model for k in _REMOVED_MODEL_FIELDS):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, off in _REMOVED_MODEL_FIELDS.items():
+    if key in config.model:
+      if config.model[key] != off:
+        raise ValueError(f"These weights were trained with model.{key}="
+                         f"{config.model[key]!r}, an option this version of videojax no "
+                         "longer has; use the version they were trained with.")
+      del config.model[key]
+  return config
 
 
 def _kind_or_raise(path: str) -> str:

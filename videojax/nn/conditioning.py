@@ -234,9 +234,7 @@ class FrameConditioning(nn.Module):
     - with `field_channels`, a per-frame map [B, T, H, W, field_channels] over the
       frame's coordinates (`coordinate_features`), which the U-Net adds to the
       features its output conv reads: the caption can say "early frames: the object
-      on the right";
-    - with `gain_channels`, a map of the same kind (plus a constant) that the U-Net
-      multiplies its output by, (1 + gain).
+      on the right".
   The output layers are zero-initialised (a trained model keeps its function when this
   is added) while the rest is not, so the gradient of each output is first order
   from the first step. Examples flagged `is_image` get the clip embedding and no maps.
@@ -251,7 +249,6 @@ class FrameConditioning(nn.Module):
 
   dim: int
   field_channels: int = 0
-  gain_channels: int = 0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -259,14 +256,10 @@ class FrameConditioning(nn.Module):
   def __call__(self, emb: Array, num_frames: int, text: Array | None = None,
                text_mask: Array | None = None, is_image: Array | None = None,
                size: tuple[int, int] | None = None
-               ) -> tuple[Array, Array | None, Array | None]:
-    """emb [B, dim] -> ([B, T, dim], the map [B, T, H, W, field_channels] or None,
-    the gain [B, T, H, W, gain_channels] or None).
+               ) -> tuple[Array, Array | None]:
+    """emb [B, dim] -> ([B, T, dim], the map [B, T, H, W, field_channels] or None).
 
-    `text` [B, L, D] with its mask, or None; `size` (H, W) of the maps. The gain is a
-    map like the field's over the coordinates and a constant; the U-Net multiplies
-    its output by (1 + gain), so that the caption can also weigh down what the rest of
-    the network predicts (at pure noise, a path it reads out of the noise itself)."""
+    `text` [B, L, D] with its mask, or None; `size` (H, W) of the map."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     clip = dense(self.dim, ("embed", "mlp"), name="clip", **kw)(nn.silu(emb))  # [B, H]
     if text is not None:  # max over tokens of a per-token projection (see the docstring)
@@ -284,20 +277,14 @@ class FrameConditioning(nn.Module):
     keep = None if is_image is None else (1 - jnp.asarray(is_image, h.dtype))[:, None, None]
     delta = dense(self.dim, ("mlp", "embed"), zero_init=True, name="out", **kw)(h)
     delta = delta if keep is None else delta * keep
-    if (self.field_channels or self.gain_channels) and size is None:
-      raise ValueError("FrameConditioning with field_channels or gain_channels needs the "
-                       "maps' size (H, W).")
-
-    def coordinate_map(name, channels, constant):  # [B, T, H, W, channels]
-      coords = coordinate_features(*size).astype(h.dtype)  # [H, W, J]
-      if constant:
-        coords = jnp.concatenate([jnp.ones_like(coords[..., :1]), coords], axis=-1)
-      j = coords.shape[-1]
-      w = dense(j * channels, ("mlp", "embed"), zero_init=True, name=name,
-                **kw)(h).reshape(h.shape[:2] + (j, channels))  # [B, T, J, C]
-      w = w if keep is None else w * keep[..., None]
-      return jnp.einsum("hwj,btjc->bthwc", coords, w)
-
-    field = coordinate_map("field", self.field_channels, False) if self.field_channels else None
-    gain = coordinate_map("gain", self.gain_channels, True) if self.gain_channels else None
-    return emb[:, None, :] + delta, field, gain
+    if not self.field_channels:
+      return emb[:, None, :] + delta, None
+    if size is None:
+      raise ValueError("FrameConditioning with field_channels needs the map's size (H, W).")
+    coords = coordinate_features(*size).astype(h.dtype)  # [H, W, J]
+    j = coords.shape[-1]
+    w = dense(j * self.field_channels, ("mlp", "embed"), zero_init=True, name="field",
+              **kw)(h).reshape(h.shape[:2] + (j, self.field_channels))  # [B, T, J, C]
+    w = w if keep is None else w * keep[..., None]
+    field = jnp.einsum("hwj,btjc->bthwc", coords, w)  # [B, T, H, W, C]
+    return emb[:, None, :] + delta, field

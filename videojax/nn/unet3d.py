@@ -33,7 +33,7 @@ from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAtte
 from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
                                       upsample_video)
 from videojax.nn.layers import (FeedForward, FiLM, TemporalConv, constrain_video, conv3d,
-                                frame_time_features, group_norm, per_frame)
+                                group_norm, per_frame)
 
 Array = jax.Array
 
@@ -154,15 +154,6 @@ class UNet3D(nn.Module):
       temporal convolutions see relative positions only (absolute ones only through
       zero padding at the clip's ends); this gives the network the frame index
       directly. Not added to `is_image` examples.
-    frame_time_scale: 0 (default) or the amplitude of fixed (not learned) sin / cos
-      features of the centred frame index t - (T - 1) / 2, added after the stem with
-      the table above (also not to `is_image` examples; no parameters, so it can be
-      switched on for a trained model). Why fixed: moving_shapes is time-reversal
-      symmetric except for the caption's direction word, so a zero-initialised table
-      gets no consistent gradient until the network already combines the word with
-      the frame's place in time, and that combination gets none without a time signal.
-      Fine-tuning a trained base with it did not teach the sign of motion
-      (docs/findings.md).
     frame_conditioning: make the FiLM conditioning vector per frame with
       `FrameConditioning` (an MLP of the clip embedding, the text and the frame's place
       in time; output zero-initialised, so it can be added to a trained model with
@@ -177,9 +168,6 @@ class UNet3D(nn.Module):
       hundred trainer steps do not teach it the sign of the motion; fitted on the
       frozen stage from cached outputs of thousands of clips (`videojax.train.field`)
       it learns it (benchmarks/results/direction_field.md).
-    frame_gain: with frame_field, a second map of that kind (plus a constant) that the
-      output is multiplied by, (1 + gain), zero at init: lets the caption weigh down
-      what the rest of the network predicts, e.g. a path it reads out of pure noise.
     dropout: dropout rate inside residual blocks (training only).
     remat: 'none', 'full' or 'save_dots': rematerialisation of every stage
       (`videojax.nn.remat.remat`: flax's on GPU / TPU, one that XLA's CPU compiler
@@ -218,10 +206,8 @@ class UNet3D(nn.Module):
   cond: str = "none"
   cond_channels: int = 3
   frame_positions: int = 0
-  frame_time_scale: float = 0.0
   frame_conditioning: bool = False
   frame_field: bool = False
-  frame_gain: bool = False
   dropout: float = 0.0
   remat: str = "none"
   attn_query_chunk: int = -1
@@ -300,9 +286,6 @@ class UNet3D(nn.Module):
                        f"{self.frame_positions} frames (frame_positions), got T = {t}.")
     if self.frame_field and not self.frame_conditioning:
       raise ValueError("frame_field is part of frame_conditioning: set both.")
-    if self.frame_gain and not self.frame_field:
-      raise ValueError("frame_gain is part of frame_field: set frame_conditioning, "
-                       "frame_field and frame_gain.")
     if self.frame_conditioning and any(self.temporal_downsample):
       raise ValueError("frame_conditioning needs a U-Net without temporal down-sampling "
                        "(its per-frame embedding is made for the input's T frames).")
@@ -317,13 +300,11 @@ class UNet3D(nn.Module):
                          "temporal down-sampling: it would mix an image example's frames.")
 
   @nn.nowrap
-  def frame_conditioning_sizes(self) -> tuple[int, int, int]:
-    """(dim, field_channels, gain_channels) of the `FrameConditioning` this U-Net
-    builds: its conditioning width, the level-0 width of its map (0 without
-    `frame_field`) and the output channels of its gain (0 without `frame_gain`)."""
+  def frame_conditioning_sizes(self) -> tuple[int, int]:
+    """(dim, field_channels) of the `FrameConditioning` this U-Net builds: its
+    conditioning width and the level-0 width of its map (0 without `frame_field`)."""
     return (4 * self.base_channels,
-            self.base_channels * self.channel_mult[0] if self.frame_field else 0,
-            self.out_channels if self.frame_gain else 0)
+            self.base_channels * self.channel_mult[0] if self.frame_field else 0)
 
   @nn.compact
   def __call__(self, z: Array, logsnr: Array, *, text: Array | None = None,
@@ -354,12 +335,12 @@ class UNet3D(nn.Module):
     emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
                                 use_aug_level=self.cond != "none", name="cond_emb", **kw)(
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
-    field = gain = None
+    field = None
     if self.frame_conditioning:
-      emb, field, gain = FrameConditioning(*self.frame_conditioning_sizes(),
+      emb, field = FrameConditioning(*self.frame_conditioning_sizes(),
                                            name="frame_cond", **kw)(
           emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
-      # emb [B, T, E]; field [B, T, H, W, level-0 width], gain [.., out_channels] or None
+      # emb [B, T, E]; field [B, T, H, W, level-0 width] or None
     x = z
     if self.cond == "ssr":
       x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
@@ -387,14 +368,10 @@ class UNet3D(nn.Module):
     rgb_in = ("conv_t", "conv_h", "conv_w", "image_channels", "conv_out")
     x = constrain_video(conv3d(self.base_channels, (1, 3, 3), axes=rgb_in, name="stem", **kw)(
         x.astype(self.dtype)))
-    if self.frame_positions or self.frame_time_scale:
-      pos = jnp.zeros((t, self.base_channels), jnp.float32)  # [T, C]
-      if self.frame_positions:
-        pos = pos + self.param("frame_pos", nn.with_logical_partitioning(
-            nn.initializers.zeros, ("frames", "conv_out")),
-            (self.frame_positions, self.base_channels), self.param_dtype)[:t]
-      if self.frame_time_scale:
-        pos = pos + self.frame_time_scale * frame_time_features(t, self.base_channels)
+    if self.frame_positions:
+      pos = self.param("frame_pos", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("frames", "conv_out")),
+          (self.frame_positions, self.base_channels), self.param_dtype)[:t]  # [T, C]
       pos = jnp.asarray(pos, self.dtype)[None, :, None, None, :]  # [1, T, 1, 1, C]
       if is_image is not None:
         pos = pos * (1 - jnp.asarray(is_image, self.dtype))[:, None, None, None, None]
@@ -431,8 +408,6 @@ class UNet3D(nn.Module):
     rgb_out = ("conv_t", "conv_h", "conv_w", "conv_in", "image_channels")
     out = conv3d(self.out_channels, (1, 3, 3), zero_init=True, axes=rgb_out, name="out",
                  **kw)(x)
-    if gain is not None:  # zero at init: the same function
-      out = out * (1 + gain.astype(out.dtype))
     return out.astype(jnp.float32)
 
 

@@ -8,10 +8,7 @@ the module, and the output conv is linear, so for every input
 
     network(z) = frozen(z) + conv_out(field),   frozen(z): the network with no field
 
-exactly (`field_output`; the test checks it), and with `frame_gain` (a second map of
-the same kind that the network's output is multiplied by)
-
-    network(z) = (frozen(z) + conv_out(field)) * (1 + gain).
+exactly (`field_output`; the test checks it).
 
 The frozen stage therefore runs once, in inference, over a fixed set of (clip, noise
 level, noise) examples, and the field is fitted on those cached outputs with the
@@ -46,12 +43,11 @@ FIELD_MODULE = "frame_cond"
 FROZEN_PART = "out"  # FrameConditioning's FiLM output: held at zero (see the docstring)
 
 
-def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0,
-               gain: bool = False) -> tuple[Any, ml_collections.ConfigDict]:
+def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0
+               ) -> tuple[Any, ml_collections.ConfigDict]:
   """A trained stage's (params, config) with a frame field added (zero: same function).
 
-  With `gain`, also the field's gain (`model.frame_gain`, zero at first). What the stage
-  has already (a fitted field) is kept and fitted further; only missing parts are added.
+  A stage that has a (fitted) field already is returned as it is, to be fitted further.
   Raises ValueError (from the U-Net) for a model that cannot have one, for a stage
   without text, and for one whose field module already drives its FiLM.
   """
@@ -65,13 +61,10 @@ def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0,
     raise ValueError(f"This stage's {FIELD_MODULE}/{FROZEN_PART} (its per-frame FiLM) is "
                      "not zero, so the rest of the network depends on the field module "
                      "and it cannot be fitted alone; fine-tune it with the trainer.")
-  had_gain = bool(config.model.get("frame_gain", False))
-  gain = gain or had_gain
-  if has and gain == had_gain:  # nothing to add
+  if has:  # nothing to add
     return params, config
   config.model.frame_conditioning = True
   config.model.frame_field = True
-  config.model.frame_gain = gain
   model = unet3d.from_config(config.model)
   d = config.data
   z = jnp.zeros((1, d.frames, d.height, d.width, model.in_channels))
@@ -84,8 +77,8 @@ def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0,
 
 def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Array,
                  text_mask: jax.Array, shape: tuple[int, ...]
-                 ) -> tuple[jax.Array, jax.Array | None]:
-  """(conv_out(field), gain): the network is (frozen + conv_out(field)) * (1 + gain).
+                 ) -> jax.Array:
+  """conv_out(field): the network is frozen + conv_out(field).
 
   Args:
     model, params: the U-Net with a field and its parameters.
@@ -94,21 +87,16 @@ def field_output(model: unet3d.UNet3D, params: Any, emb: jax.Array, text: jax.Ar
     shape: (B, T, H, W, C_in) of the noisy input.
 
   Returns:
-    [B, T, H, W, C_out] and the gain of that shape, or None without `frame_gain`.
+    [B, T, H, W, C_out].
   """
   _, t, h, w, _ = shape
   p = params["params"]
-  _, field, gain = FrameConditioning(*model.frame_conditioning_sizes()).apply(
+  _, field = FrameConditioning(*model.frame_conditioning_sizes()).apply(
       {"params": p[FIELD_MODULE]}, emb, t, text, text_mask, None, (h, w))  # [B, T, H, W, C]
   kernel = jnp.asarray(p["out"]["kernel"], jnp.float32)  # [1, 3, 3, C, C_out]: linear
   out = jax.lax.conv_general_dilated(field, kernel, (1, 1, 1), "SAME",
                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-  return out, gain
-
-
-def combine(frozen: jax.Array, out: jax.Array, gain: jax.Array | None) -> jax.Array:
-  """The network's output from its parts: (frozen + conv_out(field)) * (1 + gain)."""
-  return frozen + out if gain is None else (frozen + out) * (1 + gain)
+  return out
 
 
 def frozen_outputs(model: unet3d.UNet3D, params: Any) -> Callable:
@@ -198,9 +186,9 @@ def fit(model: unet3d.UNet3D, params: Any, cache: dict[str, np.ndarray], *, step
 
   def loss_fn(fc, b):
     p = {**params, "params": {**params["params"], FIELD_MODULE: fc}}
-    out, gain = field_output(model, p, b["emb"], b["text"], b["text_mask"],
-                             (len(b["emb"]),) + shape)
-    return jnp.mean((combine(b["frozen"], out, gain) - b["target"]) ** 2)
+    out = field_output(model, p, b["emb"], b["text"], b["text_mask"],
+                       (len(b["emb"]),) + shape)
+    return jnp.mean((b["frozen"] + out - b["target"]) ** 2)
 
   @jax.jit
   def step(fc, opt_state, b):

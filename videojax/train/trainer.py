@@ -38,7 +38,7 @@ from videojax.nn import inflation, unet3d
 from videojax.parallel import sharding
 from videojax.train import step as step_lib
 from videojax.train import observe
-from videojax.train.checkpoint import Checkpointer
+from videojax.io.checkpoint import Checkpointer
 
 Array = jax.Array
 RUN_AHEAD = 2  # train steps the device may be ahead of the host's loss checks

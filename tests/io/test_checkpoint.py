@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from videojax.parallel import sharding
-from videojax.train.checkpoint import Checkpointer
+from videojax.io.checkpoint import Checkpointer
 
 DATA_STATE = {"next_index": 17, "epoch": 2, "shuffle_seed": [3, 4]}
 CONFIG = {"lr": 1e-3, "model": {"channels": [32, 64], "attn": True}, "name": "tiny",
