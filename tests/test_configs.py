@@ -15,10 +15,12 @@ from videojax.train.trainer import _view
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("base", "tsr", "ssr", "interpolation")
+# Every variant of every stage: the shared ones, plus Imagen Video's later SR stages.
+STAGE_VARIANTS = [(s, v) for s in STAGES for v in common.VARIANTS] + [
+    (s, v) for s in ("tsr", "ssr") for v in ("imagen_video2", "imagen_video3")]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("variant", common.VARIANTS)
+@pytest.mark.parametrize("stage, variant", STAGE_VARIANTS)
 def test_stage_config_is_consistent(stage, variant):
   c = importlib.import_module(f"configs.{stage}").get_config(variant)
   view = _view(c.data)  # validates the view (factors divide the sizes)
@@ -29,8 +31,12 @@ def test_stage_config_is_consistent(stage, variant):
   f = 2 ** (len(c.model.channel_mult) - 1)
   assert c.data.height % f == 0 and c.data.width % f == 0 and (c.data.crop or f) % f == 0
   if view.kind == "ssr":
-    assert (c.data.crop or c.data.height) // c.data.spatial_factor % 1 == 0
-  if variant != "imagen_video":  # the paper variants train on the user's own videos
+    # The view checks the training crop; sampling takes whole frames, whose low-resolution
+    # input must be whole pixels too, and the crop must fit in the frame.
+    sf = c.data.spatial_factor
+    assert c.data.height % sf == 0 and c.data.width % sf == 0, (c.data.height, c.data.width, sf)
+    assert c.data.crop <= min(c.data.height, c.data.width), (c.data.crop, c.data.height)
+  if not variant.startswith("imagen_video"):  # the paper variants train on the user's own videos
     assert c.data.dataset == "moving_shapes"
   SampleSettings.from_config(c.sample)
   assert (c.optim.total_steps or c.train.num_steps) > c.optim.warmup_steps
@@ -41,10 +47,12 @@ def test_demo_stages_chain():
   """base -> TSR -> SSR: each stage's input is the previous one's output."""
   base, tsr, ssr = (importlib.import_module(f"configs.{s}").get_config("demo")
                     for s in ("base", "tsr", "ssr"))
-  assert (_view(tsr.data).input_frames, tsr.data.height) == (base.data.frames, base.data.height)
+  tsr_in = (_view(tsr.data).input_frames, tsr.data.height, tsr.data.width)
+  assert tsr_in == (base.data.frames, base.data.height, base.data.width)
   assert tsr.data.fps == base.data.fps * tsr.data.temporal_factor
   assert ssr.data.frames == tsr.data.frames and ssr.data.fps == tsr.data.fps
-  assert ssr.data.height // ssr.data.spatial_factor == tsr.data.height
+  sf = ssr.data.spatial_factor
+  assert (ssr.data.height, ssr.data.width) == (sf * tsr.data.height, sf * tsr.data.width)
 
 
 def test_unknown_variant_and_dtype():
