@@ -7,14 +7,14 @@ prediction is in any parameterization ('eps', 'x0' or 'v') and `logsnr` is per e
 consistent with it, so thresholding acts inside every sampler.
 
 A run of N steps walks the grid of `schedules.step_grid` (N + 1 log-SNRs, the last being
-clean data). The final step to clean data is, for every sampler here, the x0
-prediction at the last finite point (DDIM / DDPM with sigma_s = 0; DPM-Solver++ taken
-at first order, its "lower order at the last step"; Heun's final Euler step to
-sigma = 0). DDPM, DDIM and DPM-Solver++ take all N steps inside one `lax.scan` (the
-last one's update reduces to that x0 exactly), so a compiled sampler holds a single
-copy of the network: half the program to compile or load from a cache. Heun takes
-N - 1 steps in the scan, then the final one. Network calls: N for DDPM, DDIM and
-DPM-Solver++, 2N - 1 for Heun.
+clean data), or an explicit grid of that form from any other scheduler (`grid=`). The
+final step to clean data is, for every sampler here, the x0 prediction at the last
+finite point (DDIM / DDPM with sigma_s = 0; DPM-Solver++ taken at first order, its
+"lower order at the last step"; Heun's final Euler step to sigma = 0). DDPM, DDIM and
+DPM-Solver++ take all N steps inside one `lax.scan` (the last one's update reduces to
+that x0 exactly), so a compiled sampler holds a single copy of the network: half the
+program to compile or load from a cache. Heun takes N - 1 steps in the scan, then the
+final one. Network calls: N for DDPM, DDIM and DPM-Solver++, 2N - 1 for Heun.
 
 The functions are pure: jit them (with the static arguments fixed, e.g. by
 functools.partial) and vmap them over noise and keys as you like.
@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from videojax.diffusion.parameterization import check_parameterization, convert
 from videojax.diffusion.schedules import Schedule, alpha_sigma, step_grid
@@ -70,23 +71,63 @@ def _validate(sampler, parameterization, eta, rng, noise):
     raise ValueError(f"Sampler {sampler!r} with eta={eta} is stochastic: pass rng=.")
 
 
-def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule,
-           sampler: str = "ddim", num_steps: int = 50, spacing: str = "uniform",
+def _check_grid(grid: Any, num_steps: int | None, spacing: str | None,
+                start_logsnr: float | None) -> Array:
+  """A user's log-SNR grid as float32 [N + 1], or a ValueError saying what is wrong.
+
+  Checked before anything is traced or compiled; a grid that is itself traced (a jit
+  argument) can only have its shape checked.
+  """
+  if spacing is not None or start_logsnr is not None:
+    raise ValueError(
+        "spacing and start_logsnr build the grid from the schedule; an explicit grid is "
+        "used as given: drop them (for a truncated start, pass a grid starting at that "
+        "log-SNR and noise scaled to it, sigma * noise).")
+  grid = jnp.asarray(grid, jnp.float32)
+  if grid.ndim != 1 or grid.shape[0] < 2:
+    raise ValueError(f"grid must be a 1-D array of N + 1 >= 2 log-SNRs, got shape {grid.shape}.")
+  if num_steps is not None and num_steps != grid.shape[0] - 1:
+    raise ValueError(f"num_steps={num_steps} disagrees with the grid of {grid.shape[0]} "
+                     f"log-SNRs ({grid.shape[0] - 1} steps); omit num_steps with a grid.")
+  try:
+    values = np.asarray(grid)
+  except jax.errors.TracerArrayConversionError:
+    return grid
+  # The same form as step_grid's: increasing log-SNR (decreasing noise), finite but
+  # for the last entry, +inf, which is clean data (alpha = 1, sigma = 0): the final
+  # step of every sampler lands there on an x0 prediction.
+  ok = (np.all(np.isfinite(values[:-1])) and values[-1] == np.inf
+        and np.all(np.diff(values) > 0))
+  if not ok:
+    raise ValueError(
+        "grid must be the log-SNRs to visit from noise to data, strictly increasing, "
+        "finite except the last entry, which must be +inf (clean data), as "
+        f"schedules.step_grid makes them; got {values}.")
+  return grid
+
+
+def sample(denoise_fn: Callable[..., Array], noise: Array, *,
+           schedule: Schedule | None = None, sampler: str = "ddim",
+           num_steps: int | None = None, spacing: str | None = None,
            parameterization: str = "v", eta: float = 0.0,
            x0_transform: Callable[[Array], Array] | None = None,
            rng: Array | None = None, cond: dict[str, Any] | None = None,
-           return_trajectory: bool = False,
-           start_logsnr: float | None = None) -> Array | tuple[Array, Array]:
+           return_trajectory: bool = False, start_logsnr: float | None = None,
+           grid: Array | None = None) -> Array | tuple[Array, Array]:
   """Draws samples by integrating from noise to data.
 
   Args:
     denoise_fn: network, called as denoise_fn(z [B, ...], logsnr [B], **cond); returns
       a prediction of z's shape in `parameterization`.
     noise: [B, ...] standard normal; the starting point z at the noisiest grid point.
-    schedule: the log-SNR schedule the grid spans.
+    schedule: the log-SNR schedule the grid spans; required unless `grid` is given,
+      and unused when it is.
     sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'.
-    num_steps: number of steps N >= 1 (a Python int: it fixes the loop length).
-    spacing: step-grid spacing ('uniform' in t, 'logsnr', 'karras').
+    num_steps: number of steps N >= 1 (a Python int: it fixes the loop length); 50
+      when neither it nor `grid` is given. With `grid` it may be omitted, and if
+      given must equal len(grid) - 1.
+    spacing: step-grid spacing ('uniform' in t, the default, 'logsnr', 'karras');
+      must be omitted with `grid`.
     parameterization: what denoise_fn predicts: 'eps', 'x0' or 'v'.
     eta: DDIM's stochasticity (0 deterministic, 1 = ancestral).
     x0_transform: applied to every x0 prediction (thresholding), or None.
@@ -100,7 +141,12 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
       sampling): the grid spans [start_logsnr, logsnr_max] of the same curve. Meant for
       residual super-resolution stages, whose x = 0 is their reference (bicubic
       upsampling / frame blending), so that sampling refines the reference instead of
-      drawing the whole residual from noise.
+      drawing the whole residual from noise. Must be omitted with `grid`.
+    grid: None to build the grid with `schedules.step_grid(schedule, num_steps,
+      spacing)`; or an explicit [N + 1] array of that form, from any scheduler:
+      log-SNRs strictly increasing from grid[0] (where `noise` is taken as z) and
+      finite, but for grid[-1] = +inf, clean data (an EDM sigma grid ending at 0 is
+      -2 * log(sigma)). Validated before any compute.
 
   Returns:
     Samples [B, ...] (float32), or (samples, trajectory [N + 1, B, ...]) where
@@ -109,13 +155,21 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, schedule: Schedule
   """
   _validate(sampler, parameterization, eta, rng, noise)
   z0 = noise.astype(jnp.float32)
-  if start_logsnr is not None:
-    if not schedule.logsnr_min <= start_logsnr < schedule.logsnr_max:
-      raise ValueError(f"start_logsnr must lie in the schedule's range [{schedule.logsnr_min}, "
-                       f"{schedule.logsnr_max}), got {start_logsnr}.")
-    schedule = dataclasses.replace(schedule, logsnr_min=float(start_logsnr))
-    z0 = alpha_sigma(jnp.float32(start_logsnr))[1] * z0
-  grid = step_grid(schedule, num_steps, spacing)  # [N + 1], grid[-1] = +inf
+  if grid is not None:
+    grid = _check_grid(grid, num_steps, spacing, start_logsnr)  # [N + 1], grid[-1] = +inf
+    num_steps = grid.shape[0] - 1
+  else:
+    if schedule is None:
+      raise ValueError("Pass schedule= (the grid is built from it) or an explicit grid=.")
+    num_steps = 50 if num_steps is None else num_steps
+    if start_logsnr is not None:
+      if not schedule.logsnr_min <= start_logsnr < schedule.logsnr_max:
+        raise ValueError(f"start_logsnr must lie in the schedule's range "
+                         f"[{schedule.logsnr_min}, {schedule.logsnr_max}), got {start_logsnr}.")
+      schedule = dataclasses.replace(schedule, logsnr_min=float(start_logsnr))
+      z0 = alpha_sigma(jnp.float32(start_logsnr))[1] * z0
+    spacing = "uniform" if spacing is None else spacing
+    grid = step_grid(schedule, num_steps, spacing)  # [N + 1], grid[-1] = +inf
   cond = dict(cond or {})
   batch = noise.shape[0]
 
