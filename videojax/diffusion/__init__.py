@@ -1,5 +1,11 @@
-"""Diffusion core: pure, jittable functions over arrays and a `denoise_fn`; no Flax."""
+"""Diffusion core: pure, jittable functions over arrays and a `denoise_fn`; no Flax.
 
+The top level holds the variance-preserving formulation; flow matching is the `flow`
+submodule (`diffusion.flow.sample`, `diffusion.flow.diffuse`, ...), whose names would
+otherwise clash with the VP ones.
+"""
+
+from videojax.diffusion import flow
 from videojax.diffusion.conditioning import augment, sample_level
 from videojax.diffusion.guidance import (classifier_free_guidance, dynamic_threshold,
                                          guided_prediction, make_x0_transform,
