@@ -1,7 +1,8 @@
 """The sections every stage config shares; each stage file fills in its own parts.
 
 A stage config has the sections
-  model      UNet3D fields (configs/unet3d.py), plus `dtype` ('float32' / 'bfloat16').
+  model      the denoiser: `name` (videojax/nn/denoisers.py) and its fields
+             (configs/unet3d.py), plus `dtype` ('float32' / 'bfloat16').
   data       the dataset and the stage's view of it (videojax/data/pipeline.StageView).
   text       the frozen text encoder whose caption embeddings are cached.
   diffusion  schedule and objective.
@@ -34,7 +35,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c = ml_collections.ConfigDict()
   c.seed = 0  # all randomness derives from (seed, step)
   arch_config = unet3d.get_config(arch)
-  c.model = arch_config.model  # UNet3D fields (configs/unet3d.py)
+  c.model = arch_config.model  # the denoiser's name and fields (configs/unet3d.py)
   c.model.text_dim = unet3d.T5_XXL_DIM if paper else 384  # width of the text embeddings
   c.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
   c.model.remat = "none"  # rematerialisation: 'none', 'full' or 'save_dots'
@@ -46,7 +47,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.data.config = "" if paper else "base"  # its builder config ('' = the default)
   c.data.folder = ""  # video_folder only: the folder of video files (and captions.jsonl)
   c.data.data_dir = ""  # '' = ~/tensorflow_datasets; built on first use if missing
-  c.data.kind = "base"  # stage view: 'base', 'tsr' or 'ssr' (videojax/data/pipeline.py)
+  c.data.kind = "base"  # the stage kind, what it conditions on: 'base', 'tsr' or 'ssr'
   c.data.frames = frames  # output frames of the stage
   c.data.height = height  # output height
   c.data.width = width  # output width

@@ -15,8 +15,9 @@ Variants:
                             convolutional), and the parameter counts, but not the
                             channel widths: the widths here are ours, chosen so the
                             counts land near the paper's (benchmarks/unet_params.py).
-Each config holds `model` (the U-Net fields), `input` (T, H, W, C of the stage's
-output) and `text_len` (tokens of text context).
+Each config holds `model` (the denoiser's name and the U-Net fields), `kind` (the
+stage kind it serves), `input` (T, H, W, C of the stage's output) and `text_len`
+(tokens of text context).
 """
 
 import ml_collections
@@ -32,11 +33,11 @@ _VARIANTS = {
     "tiny_tsr": (dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_dim=8,
                       temporal_conv_levels=(0, 1), spatial_attn_levels=(),
                       temporal_attn_levels=(1,), cross_attn_levels=(1,),
-                      temporal_downsample=(False,), text_dim=12, cond="tsr"), (8, 8, 8, 3), None),
+                      temporal_downsample=(False,), text_dim=12), (8, 8, 8, 3), None),
     "tiny_ssr": (dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_dim=8,
                       temporal_conv_levels=(0, 1), spatial_attn_levels=(),
                       temporal_attn_levels=(), cross_attn_levels=(1,),
-                      temporal_downsample=(False,), text_dim=12, cond="ssr"), (4, 16, 16, 3), None),
+                      temporal_downsample=(False,), text_dim=12), (4, 16, 16, 3), None),
     # Sized to train on a 2-core CPU within an hour and sample in seconds.
     "demo_base": (dict(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                        head_dim=32, temporal_conv_levels=(0, 1, 2),
@@ -50,12 +51,12 @@ _VARIANTS = {
     "demo_tsr": (dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                       head_dim=32, temporal_conv_levels=(0, 1), spatial_attn_levels=(),
                       temporal_attn_levels=(1,), cross_attn_levels=(1,),
-                      temporal_downsample=(False,), text_dim=384, cond="tsr"),
+                      temporal_downsample=(False,), text_dim=384),
                  (16, 16, 16, 3), None),
     "demo_ssr": (dict(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1,
                       head_dim=32, temporal_conv_levels=(1, 2), spatial_attn_levels=(),
                       temporal_attn_levels=(), cross_attn_levels=(2,),
-                      temporal_downsample=(False, False), text_dim=384, cond="ssr"),
+                      temporal_downsample=(False, False), text_dim=384),
                  (16, 64, 64, 3), None),
     # Imagen Video: base 16x40x24 at 3 fps with temporal attention.
     "iv_base": (dict(base_channels=704, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
@@ -66,32 +67,32 @@ _VARIANTS = {
     "iv_tsr1": (dict(base_channels=368, channel_mult=(1, 2, 4, 4), num_res_blocks=3,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(2, 3),
                      temporal_attn_levels=(), cross_attn_levels=(2, 3),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="tsr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (32, 24, 40, 3), 1.7e9),
     "iv_ssr1": (dict(base_channels=352, channel_mult=(1, 2, 4, 4), num_res_blocks=3,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(3,),
                      temporal_attn_levels=(), cross_attn_levels=(3,),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="ssr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (32, 48, 80, 3), 1.4e9),
     "iv_ssr2": (dict(base_channels=216, channel_mult=(1, 2, 4, 8), num_res_blocks=3,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(),
                      temporal_attn_levels=(), cross_attn_levels=(3,),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="ssr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (32, 192, 320, 3), 1.2e9),
     "iv_tsr2": (dict(base_channels=256, channel_mult=(1, 2, 4, 6), num_res_blocks=2,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(),
                      temporal_attn_levels=(), cross_attn_levels=(),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="tsr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (64, 192, 320, 3), 7.8e8),
     "iv_tsr3": (dict(base_channels=232, channel_mult=(1, 2, 4, 6), num_res_blocks=2,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(),
                      temporal_attn_levels=(), cross_attn_levels=(),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="tsr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (128, 192, 320, 3), 6.3e8),
     "iv_ssr3": (dict(base_channels=200, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
                      head_dim=64, temporal_conv_levels=(0, 1, 2, 3), spatial_attn_levels=(),
                      temporal_attn_levels=(), cross_attn_levels=(),
-                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM, cond="ssr"),
+                     temporal_downsample=(False,) * 3, text_dim=T5_XXL_DIM),
                 (128, 768, 1280, 3), 3.4e8),
 }
 VARIANTS = tuple(_VARIANTS)
@@ -104,8 +105,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   fields, shape, paper = _VARIANTS[variant]
   c = ml_collections.ConfigDict()
   c.variant = variant  # which architecture this is
-  c.model = ml_collections.ConfigDict(fields)  # UNet3D fields (videojax/nn/unet3d.py)
+  # The denoiser (videojax/nn/denoisers.py) and its fields (videojax/nn/unet3d.py).
+  c.model = ml_collections.ConfigDict({"name": "unet3d", **fields})
   c.input = shape  # (T, H, W, C) of the stage's output video
+  # the stage kind it serves (what it conditions on; a stage config's data.kind)
+  c.kind = "ssr" if "ssr" in variant else "tsr" if "tsr" in variant else "base"
   c.text_len = 128 if variant.startswith("iv_") else 16  # text tokens per caption
   c.paper_params = paper  # the paper's parameter count for this stage, if it gives one
   return c

@@ -37,7 +37,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from videojax.cascade import weights
-  from videojax.nn import unet3d
+  from videojax.nn import denoisers
   from videojax.runtime import enable_compilation_cache, quiet_library_logs
   from videojax.train import field, trainer
   from videojax.data import pipeline
@@ -49,7 +49,7 @@ def main(argv):
   params, config = weights.load(_WEIGHTS.value)
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   params, config = field.with_field(params, config, seed=_SEED.value)
-  model = unet3d.from_config(config.model)
+  model = denoisers.build(config.model)
   logsnr = field.draw_logsnr(np.random.default_rng(_SEED.value), _EXAMPLES.value,
                              _LOW.value, _HIGH.value, _FLOOR.value,
                              float(config.diffusion.logsnr_min))

@@ -1,5 +1,5 @@
-"""Stage configs: every variant loads, its data view matches its U-Net, and the command
-line refuses fields that do not exist."""
+"""Stage configs: every variant loads, its stage kind and data view fit its network, and
+the command line refuses fields that do not exist."""
 
 import importlib
 import os
@@ -10,7 +10,8 @@ import pytest
 
 from configs import common, unet3d
 from videojax.cascade.sampling import SampleSettings
-from videojax.nn.unet3d import from_config
+from videojax.nn.denoisers import build
+from videojax.nn.stage import StageNetwork
 from videojax.train.trainer import _view
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,9 +25,9 @@ STAGE_VARIANTS = [(s, v) for s in STAGES for v in common.VARIANTS] + [
 def test_stage_config_is_consistent(stage, variant):
   c = importlib.import_module(f"configs.{stage}").get_config(variant)
   view = _view(c.data)  # validates the view (factors divide the sizes)
-  model = from_config(c.model)
-  expected = {"base": "none", "tsr": "tsr", "ssr": "ssr", "interpolation": "tsr"}[stage]
-  assert model.cond == expected and view.kind == {"none": "base"}.get(expected, expected)
+  network = StageNetwork.from_config(c)
+  expected = {"base": "base", "tsr": "tsr", "ssr": "ssr", "interpolation": "tsr"}[stage]
+  assert network.kind == view.kind == expected
   # The network's down-sampling divides the view (and the crop it trains on).
   f = 2 ** (len(c.model.channel_mult) - 1)
   assert c.data.height % f == 0 and c.data.width % f == 0 and (c.data.crop or f) % f == 0
@@ -61,7 +62,11 @@ def test_unknown_variant_and_dtype():
   c = importlib.import_module("configs.base").get_config("tiny")
   c.model.dtype = "bfloat17"
   with pytest.raises(ValueError, match="model.dtype 'bfloat17' is not a dtype name"):
-    from_config(c.model)
+    build(c.model)
+  c.model.dtype, c.model.name = "float32", "unet4d"
+  with pytest.raises(ValueError, match=r"Unknown denoiser model.name='unet4d'; registered: "
+                                       r"\['unet3d'"):
+    build(c.model)
 
 
 def test_cli_rejects_unknown_config_field(tmp_path):

@@ -204,10 +204,10 @@ def test_shipped_demo_weights_fit_their_stages():
   import dataclasses
 
   import flax.linen as nn
-  import jax.numpy as jnp
 
   from videojax.cascade import weights
   from videojax.nn import unet3d
+  from videojax.nn.stage import StageNetwork
 
   plain = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731 (tuples = lists)
   defaults = {f.name: plain(f.default) for f in dataclasses.fields(unet3d.UNet3D)
@@ -217,13 +217,10 @@ def test_shipped_demo_weights_fit_their_stages():
   for stage in S.stages_from_config(S.load_config_file("configs/cascades/demo.py")):
     params, config = weights.load(stage.checkpoint)
     assert as_json(config.model) == as_json(stage.config.model)
-    model = unet3d.from_config(stage.config.model)
+    network = StageNetwork.from_config(stage.config)
     b, (t, h, w, _) = 1, stage.output  # noqa: RUF059
-    kw = unet3d.example_inputs(model, (b, t, h, w, 3), text_len=stage.config.text.max_len,
-                               ssr_factor=stage.config.data.spatial_factor)
-    shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
-        jax.random.PRNGKey(0), jnp.zeros((b, t, h, w, 3)), jnp.zeros((b,)),
-        **{k: jnp.zeros(v.shape, v.dtype) for k, v in kw.items()})))
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(network.init_abstract(
+        jax.random.PRNGKey(0), (b, t, h, w, 3), stage.config.text.max_len)))
     assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 

@@ -13,7 +13,7 @@ from videojax import diffusion
 from videojax.cascade.sampling import SampleSettings, make_stage_sampler
 from videojax.eval import quality
 from videojax.nn import conditioning as C
-from videojax.nn.unet3d import from_config
+from videojax.nn.stage import StageNetwork
 from videojax.train import step as S
 
 
@@ -56,7 +56,7 @@ def test_conditioning_reference_kinds():
 
 def test_residual_target_is_zero_where_the_reference_is_exact():
   config = importlib.import_module("configs.tsr").get_config("tiny")
-  tsr = from_config(config.model)
+  tsr = StageNetwork.from_config(config)
   video = _linear_in_time(2, 8, 4, 4)  # linear in time: blending is exact between givens
   placed, mask = C.place_frames(video[:, ::2], 8, stride=2)
   batch = {"video": video, "cond_video": placed, "cond_frames_mask": mask}
@@ -66,7 +66,7 @@ def test_residual_target_is_zero_where_the_reference_is_exact():
   np.testing.assert_allclose(target[:, 7], video[:, 7] - video[:, 6], atol=1e-6)
   np.testing.assert_array_equal(S.diffusion_target(tsr, batch, residual=False), video)
 
-  ssr = from_config(importlib.import_module("configs.ssr").get_config("tiny").model)
+  ssr = StageNetwork.from_config(importlib.import_module("configs.ssr").get_config("tiny"))
   flat = jnp.broadcast_to(jnp.linspace(-0.5, 0.5, 3), (2, 4, 8, 8, 3))  # constant per channel
   batch = {"video": flat, "cond_video": flat[:, :, ::2, ::2]}
   np.testing.assert_allclose(S.diffusion_target(ssr, batch, residual=True), 0.0, atol=1e-6)
@@ -78,7 +78,7 @@ def test_residual_refused_for_a_base_stage():
   config.optim.total_steps = 100
   tx, _ = S.make_optimizer(config.optim)
   with pytest.raises(ValueError, match="diffusion.residual needs an 'ssr' or 'tsr' stage"):
-    S.make_train_step(from_config(config.model), diffusion.get_schedule("cosine"), tx, config)
+    S.make_train_step(StageNetwork.from_config(config), diffusion.get_schedule("cosine"), tx, config)
 
 
 def test_train_logsnr_shift_refused_for_a_linear_schedule():
@@ -87,12 +87,11 @@ def test_train_logsnr_shift_refused_for_a_linear_schedule():
   config.optim.total_steps = 100
   tx, _ = S.make_optimizer(config.optim)
   with pytest.raises(ValueError, match="log-SNR shift needs a 'cosine'"):
-    S.make_train_step(from_config(config.model), diffusion.get_schedule("linear"), tx, config)
+    S.make_train_step(StageNetwork.from_config(config), diffusion.get_schedule("linear"), tx, config)
 
 
 class _ZeroX0(nn.Module):
   """Predicts x0 = 0 whatever it is given (an 'ssr' or 'tsr' stage, for the sampler)."""
-  cond: str = "ssr"
 
   @nn.compact
   def __call__(self, z, logsnr, **kw):
@@ -103,10 +102,10 @@ class _ZeroX0(nn.Module):
 def test_residual_sampler_returns_reference_plus_difference(kind):
   # A network that predicts a zero difference samples exactly the reference (clipped to
   # [-1, 1]); the same network without `residual` samples zeros.
-  model = _ZeroX0(cond=kind)
+  model = StageNetwork(_ZeroX0(), kind, 2 if kind == "ssr" else 1)
   settings = SampleSettings(num_steps=3, guidance_scale=1.0, threshold="static")
   schedule = diffusion.get_schedule("cosine")
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  params = model.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
   if kind == "ssr":
     low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-1.2, maxval=1.2)
     cond, shape, known = {"cond_video": low}, (2, 4, 8, 8, 3), None
@@ -124,12 +123,11 @@ def test_residual_sampler_returns_reference_plus_difference(kind):
       want = jnp.where(known[1][:, :, None, None, None] > 0, known[0], want)
     np.testing.assert_allclose(out, want, atol=1e-5)
   with pytest.raises(ValueError, match="diffusion.residual needs"):
-    make_stage_sampler(_ZeroX0(cond=None), schedule, "x0", settings, residual=True)
+    make_stage_sampler(StageNetwork(_ZeroX0()), schedule, "x0", settings, residual=True)
 
 
 class _ConstV(nn.Module):
   """Predicts v = 1 everywhere: a network that is wrong at every noise level."""
-  cond: str = "ssr"
 
   @nn.compact
   def __call__(self, z, logsnr, **kw):
@@ -140,8 +138,8 @@ def test_truncated_start_refines_the_reference_of_a_residual_stage():
   # Started near the clean end from reference + small noise, even a network that is
   # wrong everywhere changes the reference by at most ~sigma_start (v-prediction:
   # x0 = alpha z - sigma v); from pure noise it moves far from it.
-  model, schedule = _ConstV(), diffusion.get_schedule("cosine")
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  model, schedule = StageNetwork(_ConstV(), "ssr", 2), diffusion.get_schedule("cosine")
+  params = model.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
   low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-0.8, maxval=0.8)
   ref = C.upsample_video(low, 8, 8, method="bicubic")
   gap = {}
@@ -159,7 +157,6 @@ def test_truncated_start_refines_the_reference_of_a_residual_stage():
 
 class _LogsnrV(nn.Module):
   """v = sin(log-SNR): a prediction that depends on where on the grid it is asked."""
-  cond: str | None = None
 
   @nn.compact
   def __call__(self, z, logsnr, **kw):
@@ -177,7 +174,8 @@ def test_stage_sampler_walks_the_configured_step_spacing():
   for spacing in diffusion.SPACINGS:
     settings = SampleSettings(num_steps=5, spacing=spacing, guidance_scale=1.0,
                               threshold="none")
-    out[spacing] = make_stage_sampler(model, schedule, "v", settings)(params, shape, {}, rng)
+    out[spacing] = make_stage_sampler(StageNetwork(model), schedule, "v", settings)(params, shape, {},
+                                                                                  rng)
     noise = jax.random.normal(jax.random.split(rng, 3)[0], shape, jnp.float32)
     want = diffusion.sample(lambda z, ls: model.apply(params, z, ls), noise,
                             schedule=schedule, num_steps=5, spacing=spacing)
@@ -189,7 +187,6 @@ def test_stage_sampler_walks_the_configured_step_spacing():
 
 class _TextV(nn.Module):
   """v depends on the text (and the log-SNR), so guidance changes the video."""
-  cond: str | None = None
 
   @nn.compact
   def __call__(self, z, logsnr, text=None, text_mask=None, **kw):
@@ -208,7 +205,8 @@ def test_noisy_end_guidance_switches_scale_at_its_log_snr():
 
   def run(**kw):
     settings = SampleSettings(num_steps=6, threshold="none", **kw)
-    return make_stage_sampler(model, schedule, "v", settings)(params, shape, cond, rng)
+    return make_stage_sampler(StageNetwork(model), schedule, "v", settings)(params, shape,
+                                                                            cond, rng)
 
   plain, strong = run(guidance_scale=2.0), run(guidance_scale=6.0)
   np.testing.assert_allclose(run(guidance_scale=2.0, noisy_guidance_scale=6.0,
@@ -222,7 +220,6 @@ def test_noisy_end_guidance_switches_scale_at_its_log_snr():
 
 class _ShiftV(nn.Module):
   """v = the noisy video a frame later, scaled by the text: not reversal-symmetric."""
-  cond: str | None = None
 
   @nn.compact
   def __call__(self, z, logsnr, text=None, text_mask=None, **kw):
@@ -241,7 +238,8 @@ def test_time_reversal_guidance_in_the_stage_sampler():
 
     def run(**kw):
       settings = SampleSettings(num_steps=4, threshold="none", guidance_scale=2.0, **kw)
-      return make_stage_sampler(model, schedule, "v", settings)(params, shape, cond, rng)
+      return make_stage_sampler(StageNetwork(model), schedule, "v", settings)(params, shape,
+                                                                            cond, rng)
 
     plain = run()
     np.testing.assert_allclose(run(reversal_guidance_scale=3.0, reversal_logsnr=-100.0),
@@ -284,8 +282,8 @@ def test_project_to_low_res_is_the_projection_onto_consistent_videos():
 def test_consistent_ssr_sampler_matches_its_low_res_input():
   # A network that is wrong everywhere, sampled with `consistency`, still gives a video
   # whose box downsampling is its input; without it, it does not.
-  model, schedule = _ConstV(), diffusion.get_schedule("cosine")
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
+  model, schedule = StageNetwork(_ConstV(), "ssr", 2), diffusion.get_schedule("cosine")
+  params = model.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1,)))
   low = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 4, 4, 3), minval=-0.8, maxval=0.8)
   gap = {}
   for consistency in (False, True):
@@ -297,4 +295,4 @@ def test_consistent_ssr_sampler_matches_its_low_res_input():
     gap[consistency] = float(np.max(np.abs(down - np.asarray(low))))
   assert gap[True] < 1e-5 and gap[False] > 0.1
   with pytest.raises(ValueError, match="sample.consistency projects onto an SSR stage"):
-    make_stage_sampler(_ConstV(cond="tsr"), schedule, "v", SampleSettings(consistency=True))
+    make_stage_sampler(StageNetwork(_ConstV(), "tsr"), schedule, "v", SampleSettings(consistency=True))

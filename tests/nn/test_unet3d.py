@@ -10,10 +10,12 @@ import pytest
 from configs import unet3d as unet_configs
 from videojax.nn.conditioning import FrameConditioning, coordinate_features, place_frames
 from videojax.nn.inflation import image_config_of, inflate
-from videojax.nn.unet3d import UNet3D, count_params
+from videojax.nn import denoisers
+from videojax.nn.stage import StageNetwork
+from videojax.nn.unet3d import UNet3D
 from videojax.parallel import sharding
 
-TINY = unet_configs.get_config("tiny").model.to_dict()
+TINY = {k: v for k, v in unet_configs.get_config("tiny").model.items() if k != "name"}
 B, T, H, W = 2, 4, 8, 8
 Z = jax.random.normal(jax.random.PRNGKey(0), (B, T, H, W, 3))
 LOGSNR = jnp.array([-2.0, 3.0])
@@ -90,7 +92,7 @@ def test_causal_unet_output_frame_ignores_later_frames(base):
 
 @pytest.mark.parametrize("cond", ["ssr", "tsr"])
 def test_super_resolution_stages(cond):
-  model = UNet3D(**{**TINY, "cond": cond, "text_dim": 0})
+  model = StageNetwork(UNet3D(**{**TINY, "text_dim": 0}), cond, 2 if cond == "ssr" else 1)
   if cond == "ssr":
     kw = dict(cond_video=jnp.zeros((B, T, H // 2, W // 2, 3)))
   else:
@@ -305,7 +307,8 @@ def test_dropout_only_in_training(base):
 def test_every_config_builds_abstractly(variant):
   cfg = unet_configs.get_config(variant)
   t, h, w, c = cfg.input
-  n = count_params(UNet3D(**cfg.model.to_dict()), (1, t, h, w, c), cfg.text_len)
+  network = StageNetwork(denoisers.build(cfg.model), cfg.kind, 4 if cfg.kind == "ssr" else 1)
+  n = network.param_count((1, t, h, w, c), cfg.text_len)
   if cfg.paper_params:  # our widths land within 10% of the paper's counts
     assert 0.9 < n / cfg.paper_params < 1.1, (variant, n)
 
@@ -313,7 +316,7 @@ def test_every_config_builds_abstractly(variant):
 def test_param_count_from_abstract_shapes(base):
   model, variables, _, _ = base
   n = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(variables)))
-  assert count_params(model, Z.shape, text_len=5) == n
+  assert StageNetwork(model).param_count(Z.shape, text_len=5) == n
 
 
 def test_input_errors_name_expected_and_given():
@@ -329,8 +332,13 @@ def test_input_errors_name_expected_and_given():
   with pytest.raises(ValueError, match="text-conditioned"):
     init(Z)
   with pytest.raises(ValueError, match="'ssr' stage needs cond_video"):
-    UNet3D(**{**TINY, "cond": "ssr"}).init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
-                                           text_mask=MASK)
+    StageNetwork(model, "ssr", 2).init(jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT,
+                                       text_mask=MASK)
+  with pytest.raises(ValueError, match=r"Expected cond \[2, 4, 8, 8, C\] on z's grid"):
+    init(Z, text=TEXT, text_mask=MASK, cond=jnp.zeros((B, T, 4, 4, 3)),
+         aug_logsnr=jnp.zeros(B))
+  with pytest.raises(ValueError, match="cond and aug_logsnr come together"):
+    init(Z, text=TEXT, text_mask=MASK, cond=jnp.zeros((B, T, H, W, 3)))
   with pytest.raises(ValueError, match="without temporal down-sampling"):
     UNet3D(**{**TINY, "temporal_downsample": (True,)}).init(
         jax.random.PRNGKey(0), Z, LOGSNR, text=TEXT, text_mask=MASK, is_image=jnp.ones(2, bool))

@@ -14,7 +14,7 @@ import pytest
 from configs import base as base_config
 from tests.train.conftest import tiny_config
 from videojax.cascade import weights
-from videojax.nn import unet3d
+from videojax.nn import denoisers
 from videojax.train import field
 
 B, L = 6, 5
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _stage():
   """The tiny base config and its randomly 'trained' parameters (no field)."""
   config = base_config.get_config("tiny")
-  model = unet3d.from_config(config.model)
+  model = denoisers.build(config.model)
   d = config.data
   z = jnp.zeros((1, d.frames, d.height, d.width, 3))
   shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
@@ -61,12 +61,12 @@ def _randomised_field(params, scale=0.3, seed=4):
 def test_adding_a_field_keeps_the_function_and_the_network_is_frozen_plus_field():
   config, params = _stage()
   z, ls, text, mask = _inputs(config)
-  plain = unet3d.from_config(config.model).apply(params, z, ls, text=text, text_mask=mask)
+  plain = denoisers.build(config.model).apply(params, z, ls, text=text, text_mask=mask)
   p, c = field.with_field(params, config)
   assert c.model.frame_field and not config.model.get("frame_field", False)  # input kept
   again, _ = field.with_field(p, c)  # a stage with a field: returned as it is
   assert again is p
-  model = unet3d.from_config(c.model)
+  model = denoisers.build(c.model)
   np.testing.assert_allclose(model.apply(p, z, ls, text=text, text_mask=mask), plain,
                              atol=1e-5)
   p = _randomised_field(p)
@@ -85,7 +85,7 @@ def test_fit_recovers_a_field_and_leaves_the_film_output_at_zero():
   from zero removes most of the error, and only the field's part of the module moves."""
   config, params = _stage()
   p, c = field.with_field(params, config)
-  model = unet3d.from_config(c.model)
+  model = denoisers.build(c.model)
   teacher = _randomised_field(p, scale=0.5, seed=7)
   z, ls, text, mask = (jnp.concatenate([a] * 4) for a in _inputs(config))
   frozen, emb = field.frozen_outputs(model, p)(z, ls, text, mask)
@@ -129,7 +129,7 @@ def test_input_errors():
   levels = field.draw_logsnr(np.random.default_rng(0), 4000, -8.0, 0.0, 0.25, -20.0)
   assert abs(np.mean(levels == -20.0) - 0.25) < 0.03
   assert np.all((levels == -20.0) | ((levels >= -8.0) & (levels <= 0.0)))
-  model = unet3d.from_config(c.model)
+  model = denoisers.build(c.model)
   with pytest.raises(ValueError, match="fewer than batch_size"):
     field.fit(model, p, {"frozen": np.zeros((3, 4, 8, 8, 3))}, steps=1, batch_size=8)
 

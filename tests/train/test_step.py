@@ -11,7 +11,8 @@ import pytest
 
 from configs import unet3d as unet_configs
 from videojax import diffusion
-from videojax.nn.unet3d import UNet3D, from_config
+from videojax.nn import denoisers
+from videojax.nn.stage import StageNetwork
 from videojax.parallel import sharding
 from videojax.train import step as S
 
@@ -39,7 +40,7 @@ def _batch():
 
 @pytest.fixture(scope="module")
 def setup():
-  model = UNet3D(**unet_configs.get_config("tiny").model.to_dict())
+  model = StageNetwork(denoisers.build(unet_configs.get_config("tiny").model))
   config = _config()
   tx, lr = S.make_optimizer(config.optim)
   batch = _batch()
@@ -106,6 +107,12 @@ def test_loss_falls_and_freezing_keeps_frozen_params(setup):
   assert any(v for k, v in changed.items() if "TemporalConv" in k)
   assert not any(v for k, v in changed.items() if "TemporalConv" not in k and
                  "temporal_attn" not in k)
+  # A frozen parameter's EMA stays bitwise equal to it (averaging a constant would
+  # still move it by rounding); the trained ones' EMA moves.
+  frozen = jax.tree.map(lambda m: not m, S.trainable_mask(params, config.optim.trainable))
+  for (path, e), p, f in zip(jax.tree_util.tree_flatten_with_path(s2.ema_params)[0],
+                             jax.tree.leaves(s2.params), jax.tree.leaves(frozen)):
+    assert np.array_equal(e, p) == f, jax.tree_util.keystr(path)
   with pytest.raises(ValueError, match="No parameter path matches trainable pattern"):
     S.make_optimizer(ml_collections.ConfigDict({**config.optim.to_dict(), "trainable": "zzz"}),
                      params)
@@ -130,7 +137,7 @@ def test_sr_stage_step_sharded_equals_single_device(stage):
   config = importlib.import_module(f"configs.{stage}").get_config("tiny")
   config.model.text_dim = 12
   config.optim.total_steps = 100
-  model = from_config(config.model)
+  model = StageNetwork.from_config(config)
   tx, lr = S.make_optimizer(config.optim)
   batch = _sr_batch(stage, jax.random.PRNGKey(0))
   kwargs = {k: v for k, v in S.model_inputs(batch).items()}

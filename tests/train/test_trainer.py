@@ -62,14 +62,14 @@ def test_init_from_copies_a_smaller_model_and_starts_from_its_function(tiny_data
   import jax.numpy as jnp
 
   from videojax.cascade import weights
-  from videojax.nn import unet3d
+  from videojax.nn import denoisers
 
   src = tiny_config(tiny_data_dir, 0, one_level=True)
   rng = np.random.default_rng(0)
   z = jnp.asarray(rng.normal(size=(2, 4, 8, 8, 3)), jnp.float32)
   text = jnp.asarray(rng.normal(size=(2, 5, src.model.text_dim)), jnp.float32)
   kw = dict(text=text, text_mask=jnp.ones((2, 5)))
-  src_model = unet3d.from_config(src.model)
+  src_model = denoisers.build(src.model)
   shapes = jax.eval_shape(lambda: nn.meta.unbox(src_model.init(
       jax.random.PRNGKey(0), z, jnp.zeros((2,)), **kw)))
   # "trained" source weights: every parameter random (none at its initial value)
@@ -91,7 +91,7 @@ def test_init_from_copies_a_smaller_model_and_starts_from_its_function(tiny_data
     np.testing.assert_array_equal(f_raw[k], v, err_msg=k)
   logsnr = jnp.array([0.0, 3.0])
   out_src = src_model.apply(p_src, z, logsnr, **kw)
-  out_dst = unet3d.from_config(dst.model).apply(p_dst, z, logsnr, **kw)
+  out_dst = denoisers.build(dst.model).apply(p_dst, z, logsnr, **kw)
   assert float(jnp.abs(out_src).mean()) > 1e-2  # a non-trivial function
   np.testing.assert_allclose(out_dst, out_src, rtol=1e-5, atol=1e-5)
 

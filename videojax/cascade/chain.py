@@ -17,7 +17,6 @@ augmentation level.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -34,9 +33,10 @@ from videojax.cascade.sampling import make_stage_sampler
 from videojax.cascade import demo
 from videojax.cascade.stages import ROOT, Stage, describe, load_config_file, stages_from_config
 from videojax.io.video import show, to_uint8
+from videojax.nn import denoisers
 from videojax.nn import text as text_lib
-from videojax.nn import unet3d
 from videojax.nn.conditioning import place_frames
+from videojax.nn.stage import StageNetwork
 
 # The shipped demo cascade's definition as a config file path, for code that takes a
 # path (config_flags, `load_config_file`); it lies inside the package, so it works
@@ -45,10 +45,6 @@ DEFAULT_CASCADE = os.path.abspath(demo.__file__)
 
 __all__ = ["Cascade", "DEFAULT_CASCADE", "show"]
 
-# U-Net fields that change how a stage runs, not what it computes: they may differ
-# between training and sampling.
-_RUN_FIELDS = ("dtype", "param_dtype", "remat", "attn_query_chunk", "dropout")
-
 
 class _Runner:
   """One stage's model, weights and jitted sampler."""
@@ -56,13 +52,13 @@ class _Runner:
   def __init__(self, stage: Stage, text_dim: int, seed: int):
     self.stage = stage
     cfg = stage.config
-    if cfg.model.text_dim and cfg.model.text_dim != text_dim:
+    if cfg.model.get("text_dim") and cfg.model.text_dim != text_dim:
       raise ValueError(f"Stage {stage.name!r} expects {cfg.model.text_dim}-wide text "
                        f"embeddings but the cascade's encoder gives {text_dim}.")
-    self.model = unet3d.from_config(cfg.model)
+    self.network = StageNetwork.from_config(cfg)
     schedule = diffusion.schedule_from_config(cfg.diffusion)
     self.sampler = make_stage_sampler(
-        self.model, schedule, cfg.diffusion.parameterization, stage.sample,
+        self.network, schedule, cfg.diffusion.parameterization, stage.sample,
         residual=cfg.diffusion.residual,
         cache_tag=repr((cfg.model.to_json(), cfg.diffusion.to_json(), stage.sample)))
     self.params = None
@@ -70,19 +66,19 @@ class _Runner:
 
   def _check_trained_like(self, trained: ml_collections.ConfigDict) -> None:
     """The weights' training config must agree with the stage's on what the network
-    predicts (parameterization, residual or not, schedule) and on how it computes it:
-    every U-Net field except how it runs (dtypes, remat, attention chunking, dropout).
-    Fields without parameters (e.g. `causal_temporal`) would load silently otherwise."""
+    predicts (parameterization, residual or not, schedule), on the stage kind, and on
+    how the network computes it: the denoiser and every field of it except how it runs
+    (its RUN_FIELDS: dtypes, remat, kernels, dropout). Fields without parameters (e.g.
+    `causal_temporal`) would load silently otherwise."""
     want, got = self.stage.config.diffusion, trained.get("diffusion", {})
     pairs = [(f"diffusion.{key}", want.get(key, default), got.get(key, default))
              for key, default in (("parameterization", "v"), ("residual", False),
                                   ("schedule", "cosine"))]
-    want_m, got_m = self.stage.config.model, trained.get("model", {})
-    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731 (json: lists)
-    for f in dataclasses.fields(unet3d.UNet3D):
-      if f.name not in _RUN_FIELDS + ("parent", "name"):
-        pairs.append((f"model.{f.name}", norm(want_m.get(f.name, f.default)),
-                      norm(got_m.get(f.name, f.default))))
+    pairs.append(("data.kind", self.stage.config.data.kind, trained.data.kind))
+    want_m = denoisers.function_fields(self.stage.config.model)
+    got_m = denoisers.function_fields(trained.model) if trained.model.get(
+        "name") == want_m["name"] else {"name": trained.model.get("name")}
+    pairs += [(f"model.{k}", want_m[k], got_m.get(k)) for k in want_m]
     for key, w, g in pairs:
       if w != g:
         raise ValueError(
@@ -104,7 +100,7 @@ class _Runner:
       kw = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_cond.items()}
       if "cond_video" in kw:
         kw["aug_logsnr"] = jnp.zeros((shape[0],))
-      self.params = nn.meta.unbox(jax.jit(lambda: self.model.init(
+      self.params = nn.meta.unbox(jax.jit(lambda: self.network.init(
           jax.random.PRNGKey(self._seed), jnp.zeros(shape), jnp.zeros((shape[0],)), **kw))())
 
 
@@ -116,8 +112,8 @@ class Cascade:
     self.stages = stages
     self.text_config = text
     self._encoder = encoder  # None: built from `text` on first use
-    self._text_dim = next((s.config.model.text_dim for s in stages if s.config.model.text_dim),
-                          0)
+    self._text_dim = next((s.config.model.get("text_dim", 0) for s in stages
+                           if s.config.model.get("text_dim", 0)), 0)
     self._runners = [_Runner(s, self._text_dim, seed) for s in stages]
 
   @classmethod

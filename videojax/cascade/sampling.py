@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from videojax import diffusion
 from videojax.nn.conditioning import check_residual, conditioning_reference, project_to_low_res
+from videojax.nn.stage import StageNetwork
 from videojax.nn.text import null_text
 from videojax.runtime import exported_cache
 
@@ -120,13 +120,13 @@ class SampleSettings:
             * (2 if self.reversal_guidance_scale else 1))
 
 
-def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameterization: str,
+def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, parameterization: str,
                        settings: SampleSettings, cache_tag: str | None = None,
                        residual: bool = False):
   """A jitted `sample(params, shape, cond, rng, known=None) -> [B, T, H, W, C] in [-1, 1]`.
 
-  `shape` is the static output shape; `cond` holds the stage's conditioning as the
-  U-Net takes it: text [B, L, D] and text_mask [B, L] for text stages, cond_video
+  `shape` is the static output shape; `cond` holds the stage's conditioning as
+  `StageNetwork.apply` takes it: text [B, L, D] and text_mask [B, L] for text stages, cond_video
   (low-resolution video for SSR, given frames on the output grid for TSR) and
   cond_mask [B, T] (TSR). aug_logsnr is added here from `settings.aug_level`.
   `known` = (video [B, T, H, W, C], mask [B, T]) fixes the x0 prediction on the masked
@@ -143,10 +143,10 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   exported form (`exported_cache`), so a warm start skips tracing the network.
   """
   x0_transform = diffusion.make_x0_transform(settings.threshold, settings.percentile)
-  check_residual(model, residual)
-  if settings.consistency and model.cond != "ssr":
+  check_residual(network.kind, residual)
+  if settings.consistency and network.kind != "ssr":
     raise ValueError(f"sample.consistency projects onto an SSR stage's low-resolution input; "
-                     f"this is a {model.cond!r} stage: set it to False.")
+                     f"this is a {network.kind!r} stage: set it to False.")
   if settings.start_logsnr is not None and not residual:
     raise ValueError("sample.start_logsnr starts from the stage's reference plus noise, so it "
                      "needs a residual stage (diffusion.residual=True); set it to None.")
@@ -154,7 +154,8 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
   # Jitted on its own so that the sampler's several calls of the network (the shape
   # check, the loop body, the last step) share one trace: tracing the U-Net is most of
   # a cached run's start-up.
-  denoise_jit = jax.jit(lambda params, z, logsnr, cond: model.apply(params, z, logsnr, **cond))
+  denoise_jit = jax.jit(lambda params, z, logsnr, cond: network.apply(params, z, logsnr,
+                                                                      **cond))
 
   def denoise(params, z, logsnr, **cond):
     return denoise_jit(params, z, logsnr, cond)
@@ -164,7 +165,7 @@ def make_stage_sampler(model: nn.Module, schedule: diffusion.Schedule, parameter
     cond = dict(cond)
     ref = 0.0
     if residual:  # from the clean conditioning, as in training
-      ref = conditioning_reference(model.cond, cond["cond_video"], cond.get("cond_mask"),
+      ref = conditioning_reference(network.kind, cond["cond_video"], cond.get("cond_mask"),
                                    shape[2], shape[3])
     low = cond.get("cond_video")  # clean, before augmentation
     if "cond_video" in cond:

@@ -148,9 +148,10 @@ class Stage:
 
   @property
   def channels(self) -> tuple[int, int]:
-    """(input channels of the conditioning video, output channels)."""
+    """(channels of the conditioning video, output channels): an SR stage conditions on
+    a video of its own space (pixels, or the same latents)."""
     m = self.config.model
-    return (m.get("cond_channels", 3), m.get("out_channels", 3))
+    return (m.get("in_channels", 3), m.get("out_channels", 3))
 
 
 _FIELDS = ("frames", "height", "width", "fps")
@@ -182,7 +183,7 @@ def validate(stages: list[Stage]) -> None:
                        f"stage {prev.name!r} produces {prev.channels[1]} channels.")
   for stage in stages:
     if stage.frame_chunk:
-      if stage.kind != "ssr" or stage.config.model.temporal_attn_levels:
+      if stage.kind != "ssr" or stage.config.model.get("temporal_attn_levels"):
         raise ValueError(f"Stage {stage.name!r}: frame_chunk needs an SSR stage without "
                          "temporal attention (fully convolutional in time).")
       if stage.output[0] % stage.frame_chunk:

@@ -120,9 +120,19 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     ValueError: the weights use a model option that no longer exists.
   """
   model = config.get("model")
-  if model is None or not any(k in model for k in _REMOVED_MODEL_FIELDS):
+  if model is None or ("name" in model and not any(k in model for k in _REMOVED_MODEL_FIELDS)):
     return config
   config = ml_collections.ConfigDict(config.to_dict())
+  if "name" not in config.model:  # before the registry, every stage was a U-Net
+    config.model.name = "unet3d"
+  # The stage kind was also a U-Net field (cond: 'none' / 'ssr' / 'tsr'); it is data.kind.
+  cond = config.model.get("cond")
+  for key in ("cond", "cond_channels"):
+    if key in config.model:
+      del config.model[key]
+  if cond is not None and {"none": "base"}.get(cond, cond) != config.data.kind:
+    raise ValueError(f"These weights' config says model.cond={cond!r} but data.kind="
+                     f"{config.data.kind!r}; they cannot both hold.")
   for key, off in _REMOVED_MODEL_FIELDS.items():
     if key in config.model:
       if config.model[key] != off:

@@ -1,10 +1,17 @@
 """What a denoising network is conditioned on, assembled into network inputs.
 
+A stage's kind fixes what it conditions on besides the text (`STAGE_KINDS`): nothing
+(base), a lower-resolution video (ssr) or given frames on its frame grid (tsr: temporal
+super-resolution, interpolation, extension). `assemble` turns that into the one
+conditioning tensor on the output's grid that every denoiser takes (`nn.denoisers`),
+so no denoiser knows about stage kinds.
+
 - `ConditioningEmbedding`: noise level (log-SNR, sinusoidal + MLP) + attention-pooled
   text + the augmentation level of a conditioning video, summed into one vector that
   FiLM-modulates every residual block.
 - `FrameConditioning`: that vector made per frame by a function of the text and the
   frame's place in time (for direction words; `UNet3D.frame_conditioning`).
+- `assemble`, `cond_video_shape`, `check_residual`: a stage kind's conditioning inputs.
 - `upsample_video`: an SSR stage's low-resolution input resized to the output size.
 - `place_frames`: a TSR / interpolation / extension stage's given frames placed on the
   output's frame grid, with a mask saying which frames are given.
@@ -25,6 +32,66 @@ import jax.numpy as jnp
 from videojax.nn.layers import NoiseLevelEmbedding, dense, frame_time_features
 
 Array = jax.Array
+STAGE_KINDS = ("base", "tsr", "ssr")
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in STAGE_KINDS:
+    raise ValueError(f"Unknown stage kind {kind!r}; expected one of {STAGE_KINDS}.")
+
+
+def cond_video_shape(kind: str, shape: tuple[int, ...], spatial_factor: int = 1
+                     ) -> tuple[int, ...] | None:
+  """The conditioning video's shape for a stage of `kind` making videos of `shape`
+  [B, T, H, W, C]: None (base), [B, T, H / spatial_factor, W / spatial_factor, C] (ssr)
+  or [B, T, H, W, C] with the given frames placed (tsr, with a mask [B, T])."""
+  _check_kind(kind)
+  b, t, h, w, c = shape
+  if kind == "base":
+    return None
+  if kind == "ssr":
+    return (b, t, h // spatial_factor, w // spatial_factor, c)
+  return (b, t, h, w, c)
+
+
+def assemble(kind: str, shape: tuple[int, ...], cond_video: Array | None = None,
+             cond_mask: Array | None = None) -> Array | None:
+  """A stage's conditioning as one tensor on the output grid, for any denoiser.
+
+  Args:
+    kind: the stage kind (`STAGE_KINDS`).
+    shape: [B, T, H, W, C] of the stage's output (its noisy input z).
+    cond_video: ssr: the (noise-augmented) low-resolution video [B, T, h, w, C'];
+      tsr: the given frames on the output grid [B, T, H, W, C'] (`place_frames`).
+    cond_mask: tsr only: [B, T], 1 on the given frames.
+
+  Returns:
+    None (base); ssr: the input upsampled to H x W [B, T, H, W, C'] float32; tsr: the
+    given frames (zero elsewhere) and the mask as one more channel [B, T, H, W, C' + 1].
+
+  Raises:
+    ValueError: inputs that do not fit the kind (checked on shapes: before compute).
+  """
+  _check_kind(kind)
+  b, t, h, w = shape[:4]
+  if kind == "base":
+    if cond_video is not None or cond_mask is not None:
+      raise ValueError("A base stage takes no conditioning video; drop cond_video / "
+                       "cond_mask or use an 'ssr' / 'tsr' stage.")
+    return None
+  if cond_video is None or cond_video.ndim != 5 or cond_video.shape[:2] != (b, t):
+    raise ValueError(f"A '{kind}' stage needs cond_video [{b}, {t}, h, w, C], got "
+                     f"{None if cond_video is None else cond_video.shape}.")
+  if kind == "ssr":
+    return upsample_video(cond_video, h, w).astype(jnp.float32)
+  if cond_video.shape[2:4] != (h, w) or cond_mask is None or cond_mask.shape != (b, t):
+    raise ValueError(
+        f"A 'tsr' stage needs cond_video [{b}, {t}, {h}, {w}, C] with the given frames "
+        f"placed on the output grid and cond_mask [{b}, {t}] (see place_frames); got "
+        f"{cond_video.shape} and {None if cond_mask is None else cond_mask.shape}.")
+  m = cond_mask.astype(jnp.float32)[:, :, None, None, None]  # [B, T, 1, 1, 1]
+  return jnp.concatenate([cond_video.astype(jnp.float32) * m,
+                          jnp.broadcast_to(m, (b, t, h, w, 1))], axis=-1)
 
 
 def upsample_video(video: Array, height: int, width: int, method: str = "bilinear") -> Array:
@@ -143,11 +210,11 @@ def project_to_low_res(video: Array, low: Array, bisections: int = 32) -> Array:
   return jnp.clip(x + 0.5 * (lo + hi), -1, 1).reshape(video.shape)
 
 
-def check_residual(model: nn.Module, residual: bool) -> None:
+def check_residual(kind: str, residual: bool) -> None:
   """A residual stage must be an SR stage (it needs a conditioning video to refine)."""
-  if residual and getattr(model, "cond", None) not in ("ssr", "tsr"):
-    raise ValueError(f"diffusion.residual needs an 'ssr' or 'tsr' stage (model.cond), got "
-                     f"{getattr(model, 'cond', None)!r}; set diffusion.residual=False.")
+  if residual and kind not in ("ssr", "tsr"):
+    raise ValueError(f"diffusion.residual needs an 'ssr' or 'tsr' stage (data.kind), got "
+                     f"{kind!r}; set diffusion.residual=False.")
 
 
 class AttentionPool(nn.Module):

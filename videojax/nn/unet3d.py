@@ -1,10 +1,10 @@
 """Space-time factorized video U-Net: the denoiser of every pixel-space cascade stage.
 
-One module whose fields make it a base model (text-conditioned), a spatial
-super-resolution stage (`cond='ssr'`: the low-resolution video upsampled and
-concatenated on channels), a temporal super-resolution / interpolation / extension
-stage (`cond='tsr'`: given frames placed on the output grid plus a mask channel), or
-an image model (no temporal layers) to be inflated into a video model
+A denoiser of the library's contract (`videojax.nn.denoisers`, registered as
+'unet3d'): the stage's conditioning tensor (an SSR stage's upsampled input, a TSR
+stage's given frames and mask; `nn.conditioning.assemble`) is concatenated to the noisy
+input on channels, so one module serves base, SSR, TSR and interpolation stages. With
+no temporal layers it is an image model, to be inflated into a video model
 (Make-A-Video, see `inflation.py`).
 
 Per resolution level: `num_res_blocks` residual blocks (spatial 1x3x3 conv, optional
@@ -20,9 +20,8 @@ frame, so no layer mixes their frames.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -30,8 +29,7 @@ import jax.numpy as jnp
 
 from videojax.nn import remat as remat_lib
 from videojax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
-from videojax.nn.conditioning import (ConditioningEmbedding, FrameConditioning,
-                                      upsample_video)
+from videojax.nn.conditioning import ConditioningEmbedding, FrameConditioning
 from videojax.nn.layers import (FeedForward, FiLM, TemporalConv, constrain_video, conv3d,
                                 group_norm, per_frame)
 
@@ -42,7 +40,6 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-CONDITIONINGS = ("none", "ssr", "tsr")
 ATTENTION_IMPLS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's implementations
 
 
@@ -145,9 +142,6 @@ class UNet3D(nn.Module):
     head_dim: attention head width (heads = channels // head_dim).
     causal_temporal: causal mask in temporal attention (frame i sees frames <= i).
     text_dim: width of the text embeddings, or 0 for no text conditioning.
-    cond: 'none', 'ssr' (low-res video upsampled to the output size and concatenated)
-      or 'tsr' (given frames on the output grid plus a mask channel).
-    cond_channels: channels of the conditioning video.
     frame_positions: 0 (default) or the most frames T of an input: a learned absolute
       frame-position embedding [T, base_channels] is added after the stem (zero at
       init, so it can be added to a trained model). Temporal attention's bias and the
@@ -188,6 +182,11 @@ class UNet3D(nn.Module):
     dtype, param_dtype: compute and parameter dtypes.
   """
 
+  # The denoiser contract's class attributes (videojax.nn.denoisers).
+  RUN_FIELDS = ("dtype", "param_dtype", "remat", "attn_query_chunk", "attention_impl",
+                "dropout")
+  SUPPORTS_IMAGES = True
+
   out_channels: int = 3
   in_channels: int = 3
   base_channels: int = 64
@@ -203,8 +202,6 @@ class UNet3D(nn.Module):
   head_dim: int = 64
   causal_temporal: bool = False
   text_dim: int = 0
-  cond: str = "none"
-  cond_channels: int = 3
   frame_positions: int = 0
   frame_conditioning: bool = False
   frame_field: bool = False
@@ -230,12 +227,9 @@ class UNet3D(nn.Module):
       raise ValueError(f"attention_impl='cudnn' needs a GPU, but JAX's backend is "
                        f"{jax.default_backend()!r}; use attention_impl=None (or 'xla').")
 
-  def _check_inputs(self, z, logsnr, text, text_mask, cond_video, cond_mask, aug_logsnr,
-                    is_image):
+  def _check_inputs(self, z, logsnr, text, text_mask, cond, aug_logsnr, is_image):
     """Shape and configuration checks, all on static shapes: they run before compute."""
     self._check_attention_impl()
-    if self.cond not in CONDITIONINGS:
-      raise ValueError(f"Unknown conditioning {self.cond!r}; expected one of {CONDITIONINGS}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat policy {self.remat!r}; expected one of "
                        f"{tuple(REMAT_POLICIES)}.")
@@ -268,19 +262,12 @@ class UNet3D(nn.Module):
         raise ValueError(f"Expected text embeddings [{b}, L, {self.text_dim}], got {text.shape}.")
       if text_mask.shape != text.shape[:2]:
         raise ValueError(f"text_mask must have shape {text.shape[:2]}, got {text_mask.shape}.")
-    if self.cond != "none":
-      if cond_video is None or aug_logsnr is None:
-        raise ValueError(f"A '{self.cond}' stage needs cond_video and aug_logsnr.")
-      if cond_video.ndim != 5 or cond_video.shape[-1] != self.cond_channels or \
-          cond_video.shape[:2] != (b, t):
-        raise ValueError(f"Expected cond_video [{b}, {t}, h, w, {self.cond_channels}], got "
-                         f"{cond_video.shape}.")
-      if self.cond == "tsr" and (cond_video.shape[2:4] != (h, w) or cond_mask is None or
-                                 cond_mask.shape != (b, t)):
-        raise ValueError(
-            f"A 'tsr' stage needs cond_video [{b}, {t}, {h}, {w}, C] with the given frames "
-            f"placed on the output grid and cond_mask [{b}, {t}] (see place_frames); got "
-            f"{cond_video.shape} and {None if cond_mask is None else cond_mask.shape}.")
+    if (cond is None) != (aug_logsnr is None):
+      raise ValueError("cond and aug_logsnr come together (a conditioned stage's input and "
+                       "its augmentation level); got only one of them.")
+    if cond is not None and (cond.ndim != 5 or cond.shape[:4] != (b, t, h, w)):
+      raise ValueError(f"Expected cond [{b}, {t}, {h}, {w}, C] on z's grid "
+                       f"(nn.conditioning.assemble), got {cond.shape}.")
     if self.frame_positions and t > self.frame_positions:
       raise ValueError(f"This U-Net has frame-position embeddings for at most "
                        f"{self.frame_positions} frames (frame_positions), got T = {t}.")
@@ -308,32 +295,31 @@ class UNet3D(nn.Module):
 
   @nn.compact
   def __call__(self, z: Array, logsnr: Array, *, text: Array | None = None,
-               text_mask: Array | None = None, cond_video: Array | None = None,
-               cond_mask: Array | None = None, aug_logsnr: Array | None = None,
-               is_image: Array | None = None, train: bool = False) -> Array:
-    """Predicts eps, x0 or v (whatever it is trained for) for z.
+               text_mask: Array | None = None, cond: Array | None = None,
+               aug_logsnr: Array | None = None, is_image: Array | None = None,
+               train: bool = False) -> Array:
+    """Predicts eps, x0 or v (whatever it is trained for) for z: the denoiser contract
+    (`videojax.nn.denoisers`).
 
     Args:
       z: noisy video [B, T, H, W, in_channels].
       logsnr: [B] noise levels.
       text, text_mask: [B, L, text_dim] embeddings and [B, L] mask (1 = real token).
-      cond_video: SSR: low-res video [B, T, h, w, C]; TSR: [B, T, H, W, C] from
-        `place_frames`.
-      cond_mask: TSR only: [B, T], 1 on given frames.
-      aug_logsnr: [B] augmentation level of cond_video (see diffusion.conditioning).
+      cond: [B, T, H, W, C_cond] the stage's conditioning on z's grid
+        (`nn.conditioning.assemble`), concatenated to z; None for a base stage.
+      aug_logsnr: [B] augmentation level of the conditioning (with `cond`).
       is_image: [B] bool; True makes that example's frames independent images.
       train: enables dropout (needs a 'dropout' rng).
 
     Returns:
       [B, T, H, W, out_channels] float32.
     """
-    self._check_inputs(z, logsnr, text, text_mask, cond_video, cond_mask, aug_logsnr,
-                       is_image)
+    self._check_inputs(z, logsnr, text, text_mask, cond, aug_logsnr, is_image)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     b, t, h, w, _ = z.shape
     emb_dim = 4 * self.base_channels
     emb = ConditioningEmbedding(emb_dim, use_text=bool(self.text_dim),
-                                use_aug_level=self.cond != "none", name="cond_emb", **kw)(
+                                use_aug_level=cond is not None, name="cond_emb", **kw)(
                                     logsnr, text, text_mask, aug_logsnr)  # [B, E]
     field = None
     if self.frame_conditioning:
@@ -341,13 +327,7 @@ class UNet3D(nn.Module):
                                            name="frame_cond", **kw)(
           emb, t, text if self.text_dim else None, text_mask, is_image, (h, w))
       # emb [B, T, E]; field [B, T, H, W, level-0 width] or None
-    x = z
-    if self.cond == "ssr":
-      x = jnp.concatenate([x, upsample_video(cond_video, h, w).astype(x.dtype)], axis=-1)
-    elif self.cond == "tsr":
-      m = cond_mask.astype(x.dtype)[:, :, None, None, None]
-      x = jnp.concatenate([x, cond_video.astype(x.dtype) * m,
-                           jnp.broadcast_to(m, (b, t, h, w, 1))], axis=-1)
+    x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
     text = None if not self.text_dim else text.astype(self.dtype)
 
     policy = REMAT_POLICIES[self.remat]
@@ -409,46 +389,3 @@ class UNet3D(nn.Module):
     out = conv3d(self.out_channels, (1, 3, 3), zero_init=True, axes=rgb_out, name="out",
                  **kw)(x)
     return out.astype(jnp.float32)
-
-
-def example_inputs(model: UNet3D, z_shape: Sequence[int], text_len: int = 16,
-                   ssr_factor: int = 4) -> dict:
-  """Abstract (ShapeDtypeStruct) keyword inputs a model needs, for eval_shape / AOT."""
-  b, t, h, w, _ = z_shape
-  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
-  kw = {}
-  if model.text_dim:
-    kw.update(text=f32(b, text_len, model.text_dim), text_mask=f32(b, text_len))
-  if model.cond == "ssr":
-    kw.update(cond_video=f32(b, t, h // ssr_factor, w // ssr_factor, model.cond_channels),
-              aug_logsnr=f32(b))
-  elif model.cond == "tsr":
-    kw.update(cond_video=f32(b, t, h, w, model.cond_channels), cond_mask=f32(b, t),
-              aug_logsnr=f32(b))
-  return kw
-
-
-def count_params(model: UNet3D, z_shape: Sequence[int], text_len: int = 16) -> int:
-  """Parameter count from abstract shapes only (jax.eval_shape: nothing allocated)."""
-  kwargs = example_inputs(model, z_shape, text_len)
-  shapes = jax.eval_shape(
-      lambda rng, z, logsnr, kw: model.init(rng, z, logsnr, **kw), jax.random.PRNGKey(0),
-      jax.ShapeDtypeStruct(tuple(z_shape), jnp.float32),
-      jax.ShapeDtypeStruct((z_shape[0],), jnp.float32), kwargs)
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
-
-
-def from_config(fields: Mapping[str, Any]) -> UNet3D:
-  """A UNet3D from a config's `model` section; dtypes may be given by name ('bfloat16')."""
-  kw = dict(fields)
-  for key in ("dtype", "param_dtype"):
-    if isinstance(kw.get(key), str):
-      try:
-        kw[key] = jnp.dtype(kw[key])
-      except TypeError:
-        raise ValueError(f"model.{key} {kw[key]!r} is not a dtype name; use 'float32' or "
-                         "'bfloat16'.") from None
-  unknown = set(kw) - {f.name for f in dataclasses.fields(UNet3D)}
-  if unknown:
-    raise ValueError(f"Unknown UNet3D fields {sorted(unknown)} in the model config.")
-  return UNet3D(**kw)

@@ -36,7 +36,7 @@ import optax
 
 from videojax import diffusion
 from videojax.nn import text as text_lib
-from videojax.nn import unet3d
+from videojax.nn import denoisers, unet3d
 from videojax.nn.conditioning import FrameConditioning
 
 FIELD_MODULE = "frame_cond"
@@ -65,7 +65,7 @@ def with_field(params: Any, config: ml_collections.ConfigDict, seed: int = 0
     return params, config
   config.model.frame_conditioning = True
   config.model.frame_field = True
-  model = unet3d.from_config(config.model)
+  model = denoisers.build(config.model)
   d = config.data
   z = jnp.zeros((1, d.frames, d.height, d.width, model.in_channels))
   init = jax.jit(lambda: nn.meta.unbox(model.init(

@@ -21,7 +21,6 @@ import re
 from typing import Any, Callable
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,6 +28,7 @@ import optax
 
 from videojax import diffusion
 from videojax.nn.conditioning import check_residual, conditioning_reference
+from videojax.nn.stage import StageNetwork
 from videojax.nn.text import guidance_dropout
 
 Array = jax.Array
@@ -89,18 +89,19 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
                     tx.init(params))
 
 
-# batch key -> UNet3D keyword argument
+# batch key -> StageNetwork keyword argument
 _MODEL_INPUTS = (("text_embeddings", "text"), ("text_mask", "text_mask"),
                  ("cond_video", "cond_video"), ("cond_frames_mask", "cond_mask"),
                  ("is_image", "is_image"))
 
 
 def model_inputs(batch: dict[str, Array]) -> dict[str, Array]:
-  """The U-Net's conditioning keyword arguments present in a batch (as given)."""
+  """The stage network's conditioning keyword arguments present in a batch (as given)."""
   return {arg: batch[key] for key, arg in _MODEL_INPUTS if key in batch}
 
 
-def diffusion_target(model: nn.Module, batch: dict[str, Array], residual: bool) -> Array:
+def diffusion_target(network: StageNetwork, batch: dict[str, Array], residual: bool
+                     ) -> Array:
   """What a stage diffuses: the video, or with `residual` its difference to the
   conditioning's reference (`nn.conditioning.conditioning_reference`, computed from
   the clean conditioning video). Sampling adds the reference back."""
@@ -108,12 +109,12 @@ def diffusion_target(model: nn.Module, batch: dict[str, Array], residual: bool) 
   if not residual:
     return x
   kw = model_inputs(batch)
-  ref = conditioning_reference(model.cond, kw["cond_video"], kw.get("cond_mask"),
+  ref = conditioning_reference(network.kind, kw["cond_video"], kw.get("cond_mask"),
                                x.shape[2], x.shape[3])
   return x.astype(jnp.float32) - ref
 
 
-def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
+def make_train_step(network: StageNetwork, schedule: diffusion.Schedule,
                     tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     lr_fn: Callable[[Array], Array] | None = None):
   """The pure step of one stage. `config` needs `diffusion` and `train` sections.
@@ -122,15 +123,17 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
     (optional: training noise levels from the schedule shifted by this; see
     `diffusion.shifted`).
   train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
+  optim (optional): trainable, the pattern of `make_optimizer`; frozen parameters keep
+    their EMA equal to themselves.
   """
   d, t = config.diffusion, config.train
   residual = d.residual
-  check_residual(model, residual)
+  check_residual(network.kind, residual)
   shift = d.get("train_logsnr_shift", 0.0)  # absent in configs saved before it existed
   noise_levels = diffusion.shifted(schedule, shift) if shift else schedule
 
   def loss_fn(params, batch, key):
-    x = diffusion_target(model, batch, residual)  # [B, T, H, W, C]
+    x = diffusion_target(network, batch, residual)  # [B, T, H, W, C]
     b = x.shape[0]
     k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
     logsnr = diffusion.sample_logsnr(k_t, b, noise_levels)
@@ -146,7 +149,7 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
           k_aug, kwargs["cond_video"], schedule=schedule, level=level)
     # frames given as conditioning do not count
     frame_mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
-    pred = model.apply(params, z, logsnr, train=True, rngs={"dropout": k_dropout}, **kwargs)
+    pred = network.apply(params, z, logsnr, train=True, rngs={"dropout": k_dropout}, **kwargs)
     loss = diffusion.diffusion_loss(pred, x, eps, logsnr, parameterization=d.parameterization,
                                     weighting=d.weighting, gamma=d.min_snr_gamma,
                                     frame_mask=frame_mask)
@@ -162,7 +165,11 @@ def make_train_step(model: nn.Module, schedule: diffusion.Schedule,
     # run's average is not dominated by the initial parameters.
     n = state.step.astype(jnp.float32)
     decay = jnp.minimum(t.ema_decay, (1.0 + n) / (10.0 + n))
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    # Frozen parameters keep their EMA as it is (equal to the parameter): averaging a
+    # constant would still move it by rounding.
+    trainable = trainable_mask(params, config.get("optim", {}).get("trainable", ""))
+    ema = jax.tree.map(lambda e, p, m: decay * e + (1.0 - decay) * p if m else e,
+                       state.ema_params, params, trainable)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay}
     if lr_fn is not None:
       metrics["learning_rate"] = lr_fn(state.step)

@@ -34,11 +34,12 @@ from videojax.data import builders, pipeline
 from videojax.nn import text as text_lib
 from videojax.cascade import weights
 from videojax.cascade.sampling import SampleSettings, make_stage_sampler
-from videojax.nn import inflation, unet3d
-from videojax.parallel import sharding
-from videojax.train import step as step_lib
-from videojax.train import observe
 from videojax.io.checkpoint import Checkpointer
+from videojax.nn import inflation
+from videojax.parallel import sharding
+from videojax.train import observe
+from videojax.train import setup as setup_lib
+from videojax.train import step as step_lib
 
 Array = jax.Array
 RUN_AHEAD = 2  # train steps the device may be ahead of the host's loss checks
@@ -57,7 +58,7 @@ def _text_cache(config, builder, data_dir: str) -> text_lib.EmbeddingCache:
   if os.path.exists(path):
     return text_lib.EmbeddingCache.load(path)
   encoder = text_lib.build_text_encoder(t.encoder, path=t.path or None, max_len=t.max_len)
-  if encoder.dim != config.model.text_dim:
+  if encoder.dim != config.model.get("text_dim", 0):
     raise ValueError(f"config.model.text_dim is {config.model.text_dim} but the "
                      f"{t.encoder} encoder gives {encoder.dim}-wide embeddings.")
   return text_lib.EmbeddingCache.build(encoder, builders.captions(builder), path)
@@ -74,7 +75,7 @@ def stage_datasets(config: ml_collections.ConfigDict, batch_size: int | None = N
   builder = builders.build(builders.get_builder_class(config.data.dataset),
                            config.data.config or None, data_dir=data_dir,
                            **({"folder": config.data.folder} if config.data.folder else {}))
-  cache = _text_cache(config, builder, data_dir) if config.model.text_dim else None
+  cache = _text_cache(config, builder, data_dir) if config.model.get("text_dim") else None
   view = _view(config.data)
   n_proc = jax.process_count()
   batch_size = batch_size or config.data.batch_size
@@ -91,20 +92,20 @@ def stage_datasets(config: ml_collections.ConfigDict, batch_size: int | None = N
   return make
 
 
-def _eval_loss_fn(model, config):
+def _eval_loss_fn(network, config):
   """Held-out loss at fixed noise levels (no dropout, no augmentation noise)."""
   d = config.diffusion
   residual = d.residual
 
   def eval_loss(params, batch, logsnr_value):
-    x = step_lib.diffusion_target(model, batch, residual)
+    x = step_lib.diffusion_target(network, batch, residual)
     b = x.shape[0]
     logsnr = jnp.full((b,), logsnr_value, jnp.float32)
     eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
     kwargs = step_lib.model_inputs(batch)
     if "cond_video" in kwargs:
       kwargs["aug_logsnr"] = jnp.full((b,), d.logsnr_max, jnp.float32)
-    pred = model.apply(params, diffusion.diffuse(x, eps, logsnr), logsnr, **kwargs)
+    pred = network.apply(params, diffusion.diffuse(x, eps, logsnr), logsnr, **kwargs)
     mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
     return jnp.mean(diffusion.diffusion_loss(pred, x, eps, logsnr,
                                              parameterization=d.parameterization,
@@ -113,15 +114,9 @@ def _eval_loss_fn(model, config):
   return jax.jit(eval_loss)
 
 
-def _rules(config) -> tuple[tuple[str, Any], ...]:
-  """The config's logical-axis rules as hashable tuples."""
-  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
-               for name, axes in config.mesh.rules)
-
-
-def _preview(config, model, schedule):
+def _preview(config, network, schedule):
   """`preview(params, batch, step, writer)`: samples the first validation examples."""
-  sampler = make_stage_sampler(model, schedule, config.diffusion.parameterization,
+  sampler = make_stage_sampler(network, schedule, config.diffusion.parameterization,
                                SampleSettings.from_config(config.sample),
                                residual=config.diffusion.residual)
   n = config.train.preview_count
@@ -211,26 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.warning("%s has no validation split: training without held-out losses and "
                     "previews.", config.data.dataset)
 
-  model = unet3d.from_config(config.model)
-  schedule = diffusion.schedule_from_config(config.diffusion)
-  example = train_ds[0]
-  b = config.data.batch_size
-  kwargs = {k: jnp.asarray(v)[:1].repeat(b, 0)
-            for k, v in step_lib.model_inputs(example).items() if k != "is_image"}
-  if "cond_video" in example:
-    kwargs["aug_logsnr"] = jnp.zeros((b,))
-  video = jnp.zeros((b,) + example["video"].shape[1:])
-
-  def init_params():
-    return model.init(jax.random.PRNGKey(config.seed), video, jnp.zeros((b,)), **kwargs)
-
-  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
-  optim = ml_collections.ConfigDict(config.optim.to_dict())
-  optim.total_steps = optim.total_steps or config.train.num_steps
-  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
-  rules = _rules(config)
-  state, state_shardings = sharding.sharded_init(
-      lambda: step_lib.init_state(init_params(), tx), mesh, rules)
+  setup = setup_lib.train_setup(config, mesh)
+  network, schedule, rules = setup.network, setup.schedule, setup.rules
+  state, state_shardings = setup.init_state(), setup.state_shardings
   logging.info("Mesh %s; parameters:\n%s", dict(mesh.shape),
                observe.parameter_overview(state.params))
 
@@ -248,12 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Initialised from %s", init_from)
   it = pipeline.make_iterator(train_ds, data_state, config.data.get("workers", 0))
 
-  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
-  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
-    jstep = jax.jit(train_step, in_shardings=(state_shardings, None, None),
-                    out_shardings=(state_shardings, None), donate_argnums=0)
-  eval_loss = _eval_loss_fn(model, config)
-  preview = _preview(config, model, schedule) if config.train.preview_every else None
+  jstep = setup.step
+  eval_loss = _eval_loss_fn(network, config)
+  preview = _preview(config, network, schedule) if config.train.preview_every else None
   writer = observe.Writer(workdir) if jax.process_index() == 0 else None
   rng = jax.random.PRNGKey(config.seed)
   last: dict[str, Any] = {}
