@@ -9,6 +9,8 @@ Variants:
                 'base' (16 frames 32x32 at 8 fps).
   imagen_video  Imagen Video's base: 16 frames 24x40 at 3 fps, T5-XXL text, ~5.6B
                 parameters; point data.folder at your videos (a video_folder dataset).
+  tiny_flow     tiny, trained by flow matching (velocity, logit-normal times) and
+                sampled with Euler steps.
 """
 
 import ml_collections
@@ -17,7 +19,12 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = common.check_variant("base", arg)
+  variant = common.check_variant("base", arg, ("tiny_flow",))
+  if variant == "tiny_flow":
+    c = get_config("tiny")
+    c.diffusion.formulation = "flow"  # velocity of the straight path from data to noise
+    c.sample.sampler = "euler"  # 'euler' or 'heun'
+    return c
   arch = {"tiny": "tiny", "demo": "demo_base", "imagen_video": "iv_base"}[variant]
   data = {
       "tiny": dict(config="tiny", frames=4, height=8, width=8, frame_stride=2, fps=4.0),

@@ -67,7 +67,9 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.text.max_len = 128 if paper else 16  # tokens per caption
 
   c.diffusion = ml_collections.ConfigDict()
-  c.diffusion.schedule = "cosine"  # log-SNR schedule
+  # 'vp' (variance-preserving diffusion: eps / x0 / v) or 'flow' (flow matching: velocity)
+  c.diffusion.formulation = "vp"
+  c.diffusion.schedule = "cosine"  # vp: log-SNR schedule (also noises conditioning videos)
   c.diffusion.logsnr_min = -20.0  # its clipped range
   c.diffusion.logsnr_max = 20.0  # (upper end)
   c.diffusion.parameterization = "v"  # network output: 'eps', 'x0' or 'v'
@@ -75,6 +77,11 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.diffusion.min_snr_gamma = 5.0  # for 'min_snr'
   c.diffusion.train_logsnr_shift = 0.0  # training only: log-SNR shift of the noise levels
   c.diffusion.residual = False  # sr stages: diffuse video - (bicubic / frame-blended) input
+  c.diffusion.time_distribution = "logit_normal"  # flow: training times ('uniform' too)
+  c.diffusion.time_mean = 0.0  # flow: the logit-normal's mean
+  c.diffusion.time_std = 1.0  # flow: the logit-normal's std
+  c.diffusion.time_shift = 1.0  # flow: times shifted to the noisy end (> 1), training and
+  # sampling (diffusion.flow.resolution_shift: SD3's rule for larger videos)
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 200 if tiny else (4000 if demo else 200_000)  # optimizer steps

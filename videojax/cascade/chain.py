@@ -27,9 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from videojax import diffusion
 from videojax.cascade import weights
-from videojax.cascade.sampling import make_stage_sampler
+from videojax.cascade.sampling import stage_sampler
 from videojax.cascade import demo
 from videojax.cascade.stages import ROOT, Stage, describe, load_config_file, stages_from_config
 from videojax.io.video import show, to_uint8
@@ -56,10 +55,8 @@ class _Runner:
       raise ValueError(f"Stage {stage.name!r} expects {cfg.model.text_dim}-wide text "
                        f"embeddings but the cascade's encoder gives {text_dim}.")
     self.network = StageNetwork.from_config(cfg)
-    schedule = diffusion.schedule_from_config(cfg.diffusion)
-    self.sampler = make_stage_sampler(
-        self.network, schedule, cfg.diffusion.parameterization, stage.sample,
-        residual=cfg.diffusion.residual,
+    self.sampler = stage_sampler(
+        cfg, self.network, stage.sample,
         cache_tag=repr((cfg.model.to_json(), cfg.diffusion.to_json(), stage.sample)))
     self.params = None
     self._seed = seed
@@ -73,7 +70,7 @@ class _Runner:
     want, got = self.stage.config.diffusion, trained.get("diffusion", {})
     pairs = [(f"diffusion.{key}", want.get(key, default), got.get(key, default))
              for key, default in (("parameterization", "v"), ("residual", False),
-                                  ("schedule", "cosine"))]
+                                  ("schedule", "cosine"), ("formulation", "vp"))]
     pairs.append(("data.kind", self.stage.config.data.kind, trained.data.kind))
     want_m = denoisers.function_fields(self.stage.config.model)
     got_m = denoisers.function_fields(trained.model) if trained.model.get(

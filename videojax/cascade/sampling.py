@@ -2,7 +2,8 @@
 
 Used by the trainer's sample previews and by the cascade. A stage samples
   z ~ N(0, I) of the stage's output shape
-  -> sampler (DDPM / DDIM / DPM-Solver++ / Heun) over the stage's schedule, with
+  -> sampler (DDPM / DDIM / DPM-Solver++ / Heun over the stage's schedule; Euler / Heun
+     over the time grid of a flow-matching stage), with
      classifier-free guidance against the empty text (and, optionally, time-reversal
      guidance), thresholding of every x0 prediction (SSR: optionally its projection
      onto the low-resolution input), and the conditioning video (if any) noised to
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from videojax import diffusion
+from videojax.diffusion import flow
 from videojax.nn.conditioning import check_residual, conditioning_reference, project_to_low_res
 from videojax.nn.stage import StageNetwork
 from videojax.nn.text import null_text
@@ -32,7 +34,8 @@ class SampleSettings:
   """How a stage samples (a config's `sample` section).
 
   Attributes:
-    sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun'.
+    sampler: 'ddpm', 'ddim', 'dpm_solver_pp' or 'heun' (variance-preserving stages);
+      'euler' or 'heun' (flow-matching stages).
     num_steps: denoising steps.
     spacing: the step grid: 'uniform' in t, 'logsnr' (uniform in log-SNR: more steps
       at the noisy end, where a base decides the layout and the motion) or 'karras'
@@ -122,7 +125,8 @@ class SampleSettings:
 
 def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, parameterization: str,
                        settings: SampleSettings, cache_tag: str | None = None,
-                       residual: bool = False):
+                       residual: bool = False, formulation: str = "vp",
+                       time_shift: float = 1.0):
   """A jitted `sample(params, shape, cond, rng, known=None) -> [B, T, H, W, C] in [-1, 1]`.
 
   `shape` is the static output shape; `cond` holds the stage's conditioning as
@@ -138,6 +142,11 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
   clean conditioning video) and returns reference + difference; thresholding and the
   `known` frames act on the sum, the video.
 
+  A flow-matching stage (`formulation='flow'`, its network predicting velocities)
+  integrates over `flow.time_grid(num_steps, time_shift)` with settings.sampler 'euler'
+  or 'heun'; `parameterization`, `schedule` and `spacing` concern VP stages only (the
+  schedule still noises the conditioning video for augmentation).
+
   With `cache_tag` (a string naming everything the program depends on besides its
   arguments: model config, schedule, settings) the program is also kept on disk in
   exported form (`exported_cache`), so a warm start skips tracing the network.
@@ -147,6 +156,15 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
   if settings.consistency and network.kind != "ssr":
     raise ValueError(f"sample.consistency projects onto an SSR stage's low-resolution input; "
                      f"this is a {network.kind!r} stage: set it to False.")
+  if formulation == "flow":
+    if settings.sampler not in flow.SAMPLERS:
+      raise ValueError(f"A flow-matching stage samples with one of {flow.SAMPLERS}, got "
+                       f"sample.sampler={settings.sampler!r}.")
+    if settings.start_logsnr is not None:
+      raise ValueError("sample.start_logsnr is for variance-preserving residual stages; a "
+                       "flow-matching stage starts from noise: set it to None.")
+  elif formulation != "vp":
+    raise ValueError(f"Unknown formulation {formulation!r}; expected 'vp' or 'flow'.")
   if settings.start_logsnr is not None and not residual:
     raise ValueError("sample.start_logsnr starts from the stage's reference plus noise, so it "
                      "needs a residual stage (diffusion.residual=True); set it to None.")
@@ -186,6 +204,10 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
       on_video = transform
       transform = lambda x0: on_video(x0 + ref) - ref  # noqa: E731
     noise = jax.random.normal(k_noise, shape, jnp.float32)
+    if formulation == "flow":
+      video = flow.sample(fn, noise, sampler=settings.sampler, num_steps=settings.num_steps,
+                          shift=time_shift, x0_transform=transform, cond=cond)
+      return jnp.clip(video + ref, -1.0, 1.0)
     video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
                              num_steps=settings.num_steps, spacing=settings.spacing,
                              parameterization=parameterization,
@@ -195,3 +217,15 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
 
   jitted = jax.jit(run, static_argnums=1)
   return jitted if cache_tag is None else exported_cache(jitted, cache_tag, static_argnums=(1,))
+
+
+def stage_sampler(config: Mapping[str, Any], network: StageNetwork, settings: SampleSettings,
+                  cache_tag: str | None = None):
+  """`make_stage_sampler` for a stage config's diffusion section (schedule,
+  parameterization, residual, formulation, time shift): how the trainer's previews and
+  the cascade sample a stage."""
+  d = config["diffusion"]
+  return make_stage_sampler(network, diffusion.schedule_from_config(d), d["parameterization"],
+                            settings, cache_tag, residual=d["residual"],
+                            formulation=d.get("formulation", "vp"),
+                            time_shift=d.get("time_shift", 1.0))

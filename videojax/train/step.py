@@ -3,9 +3,12 @@
 `train_step(state, batch, rng) -> (state, metrics)` is pure: its randomness is
 `fold_in(rng, state.step)`, so a run repeats exactly from (seed, step). The step
 combines the network (`nn/`) with the diffusion math (`diffusion/`):
-  - noise levels from the stage's schedule (VDM's low-discrepancy sampler),
-  - the v- (or eps-, x0-) objective with the configured weighting, and a frame mask
-    so that frames given as conditioning (TSR) do not count,
+  - the stage's formulation (`diffusion.formulation`): variance-preserving diffusion
+    with noise levels from the stage's schedule (VDM's low-discrepancy sampler) and the
+    v- (or eps-, x0-) objective with the configured weighting, or flow matching
+    (`diffusion.flow`: times uniform or logit-normal, optionally shifted, the velocity
+    objective; the network gets each time's log-SNR), with a frame mask so that
+    frames given as conditioning (TSR) do not count,
   - noise-conditioning augmentation of a conditioning video (SSR, TSR), and with
     `diffusion.residual` the difference of the video to the conditioning's bicubic
     upsampling / frame blending as what is diffused (`diffusion_target`),
@@ -27,6 +30,7 @@ import ml_collections
 import optax
 
 from videojax import diffusion
+from videojax.diffusion import flow
 from videojax.nn.conditioning import check_residual, conditioning_reference
 from videojax.nn.stage import StageNetwork
 from videojax.nn.text import guidance_dropout
@@ -114,14 +118,47 @@ def diffusion_target(network: StageNetwork, batch: dict[str, Array], residual: b
   return x.astype(jnp.float32) - ref
 
 
+FORMULATIONS = ("vp", "flow")
+
+
+def formulation(d: ml_collections.ConfigDict) -> str:
+  """A config's `diffusion.formulation` ('vp' for configs saved before it existed)."""
+  kind = d.get("formulation", "vp")
+  if kind not in FORMULATIONS:
+    raise ValueError(f"Unknown diffusion.formulation {kind!r}; expected one of "
+                     f"{FORMULATIONS}.")
+  return kind
+
+
+def noised_loss(network: StageNetwork, params: Any, d: ml_collections.ConfigDict,
+                x: Array, eps: Array, noise_level: Array, frame_mask: Array | None,
+                **apply_kw) -> Array:
+  """Per-example loss [B] of the stage's formulation at the given noise levels.
+
+  noise_level: [B] log-SNRs ('vp') or times in (0, 1) ('flow'); either way the network
+  is given the log-SNR.
+  """
+  if formulation(d) == "flow":
+    pred = network.apply(params, flow.diffuse(x, eps, noise_level),
+                         flow.logsnr_from_time(noise_level), **apply_kw)
+    return flow.flow_loss(pred, x, eps, frame_mask=frame_mask)
+  pred = network.apply(params, diffusion.diffuse(x, eps, noise_level), noise_level,
+                       **apply_kw)
+  return diffusion.diffusion_loss(pred, x, eps, noise_level,
+                                  parameterization=d.parameterization,
+                                  weighting=d.get("weighting", "uniform"),
+                                  gamma=d.get("min_snr_gamma", 5.0), frame_mask=frame_mask)
+
+
 def make_train_step(network: StageNetwork, schedule: diffusion.Schedule,
                     tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                     lr_fn: Callable[[Array], Array] | None = None):
   """The pure step of one stage. `config` needs `diffusion` and `train` sections.
 
-  diffusion: parameterization, weighting, min_snr_gamma, residual, train_logsnr_shift
-    (optional: training noise levels from the schedule shifted by this; see
-    `diffusion.shifted`).
+  diffusion: formulation ('vp' or 'flow'); vp: parameterization, weighting,
+    min_snr_gamma, train_logsnr_shift (optional: training noise levels from the schedule
+    shifted by this; see `diffusion.shifted`); flow: time_distribution, time_mean,
+    time_std, time_shift (`flow.sample_time`); residual.
   train: ema_decay, cond_dropout (CFG), aug_max_level (conditioning augmentation).
   optim (optional): trainable, the pattern of `make_optimizer`; frozen parameters keep
     their EMA equal to themselves.
@@ -129,30 +166,38 @@ def make_train_step(network: StageNetwork, schedule: diffusion.Schedule,
   d, t = config.diffusion, config.train
   residual = d.residual
   check_residual(network.kind, residual)
+  is_flow = formulation(d) == "flow"
   shift = d.get("train_logsnr_shift", 0.0)  # absent in configs saved before it existed
+  if shift and is_flow:
+    raise ValueError("diffusion.train_logsnr_shift shifts a VP schedule; a flow-matching "
+                     "stage shifts its times with diffusion.time_shift.")
   noise_levels = diffusion.shifted(schedule, shift) if shift else schedule
+
+  def draw_levels(key, b):
+    if is_flow:
+      return flow.sample_time(key, b, distribution=d.get("time_distribution", "uniform"),
+                              mean=d.get("time_mean", 0.0), std=d.get("time_std", 1.0),
+                              shift=d.get("time_shift", 1.0))
+    return diffusion.sample_logsnr(key, b, noise_levels)
 
   def loss_fn(params, batch, key):
     x = diffusion_target(network, batch, residual)  # [B, T, H, W, C]
     b = x.shape[0]
     k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
-    logsnr = diffusion.sample_logsnr(k_t, b, noise_levels)
+    level = draw_levels(k_t, b)  # [B] log-SNRs (vp) or times (flow)
     eps = jax.random.normal(k_eps, x.shape, jnp.float32)
-    z = diffusion.diffuse(x, eps, logsnr)
     kwargs = model_inputs(batch)
     if "text" in kwargs:
       kwargs["text"], kwargs["text_mask"], _ = guidance_dropout(
           k_drop, kwargs["text"], kwargs["text_mask"], t.cond_dropout)
     if "cond_video" in kwargs:
-      level = diffusion.sample_level(k_aug_level, b, t.aug_max_level)
+      aug_level = diffusion.sample_level(k_aug_level, b, t.aug_max_level)
       kwargs["cond_video"], kwargs["aug_logsnr"] = diffusion.augment(
-          k_aug, kwargs["cond_video"], schedule=schedule, level=level)
+          k_aug, kwargs["cond_video"], schedule=schedule, level=aug_level)
     # frames given as conditioning do not count
     frame_mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
-    pred = network.apply(params, z, logsnr, train=True, rngs={"dropout": k_dropout}, **kwargs)
-    loss = diffusion.diffusion_loss(pred, x, eps, logsnr, parameterization=d.parameterization,
-                                    weighting=d.weighting, gamma=d.min_snr_gamma,
-                                    frame_mask=frame_mask)
+    loss = noised_loss(network, params, d, x, eps, level, frame_mask, train=True,
+                       rngs={"dropout": k_dropout}, **kwargs)
     return jnp.mean(loss)
 
   def train_step(state: TrainState, batch: dict[str, Array], rng: Array

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from videojax import diffusion
+from videojax.diffusion import flow
 from videojax.data import builders, pipeline
 from videojax.nn import text as text_lib
 from videojax.cascade import weights
-from videojax.cascade.sampling import SampleSettings, make_stage_sampler
+from videojax.cascade.sampling import SampleSettings, stage_sampler
 from videojax.io.checkpoint import Checkpointer
 from videojax.nn import inflation
 from videojax.parallel import sharding
@@ -100,25 +100,25 @@ def _eval_loss_fn(network, config):
   def eval_loss(params, batch, logsnr_value):
     x = step_lib.diffusion_target(network, batch, residual)
     b = x.shape[0]
-    logsnr = jnp.full((b,), logsnr_value, jnp.float32)
+    level = jnp.full((b,), logsnr_value, jnp.float32)
+    if step_lib.formulation(d) == "flow":  # the time whose log-SNR this is
+      level = flow.time_from_logsnr(level)
     eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
     kwargs = step_lib.model_inputs(batch)
     if "cond_video" in kwargs:
       kwargs["aug_logsnr"] = jnp.full((b,), d.logsnr_max, jnp.float32)
-    pred = network.apply(params, diffusion.diffuse(x, eps, logsnr), logsnr, **kwargs)
     mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
-    return jnp.mean(diffusion.diffusion_loss(pred, x, eps, logsnr,
-                                             parameterization=d.parameterization,
-                                             frame_mask=mask))
+    # the unweighted objective (VP: mean squared error of the parameterization's target)
+    plain = ml_collections.ConfigDict({**d.to_dict(), "weighting": "uniform"})
+    return jnp.mean(step_lib.noised_loss(network, params, plain, x, eps, level, mask,
+                                         **kwargs))
 
   return jax.jit(eval_loss)
 
 
-def _preview(config, network, schedule):
+def _preview(config, network):
   """`preview(params, batch, step, writer)`: samples the first validation examples."""
-  sampler = make_stage_sampler(network, schedule, config.diffusion.parameterization,
-                               SampleSettings.from_config(config.sample),
-                               residual=config.diffusion.residual)
+  sampler = stage_sampler(config, network, SampleSettings.from_config(config.sample))
   n = config.train.preview_count
 
   def preview(params, batch, step: int, writer: observe.Writer | None) -> str | None:
@@ -207,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     "previews.", config.data.dataset)
 
   setup = setup_lib.train_setup(config, mesh)
-  network, schedule, rules = setup.network, setup.schedule, setup.rules
+  network, rules = setup.network, setup.rules
   state, state_shardings = setup.init_state(), setup.state_shardings
   logging.info("Mesh %s; parameters:\n%s", dict(mesh.shape),
                observe.parameter_overview(state.params))
@@ -228,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   jstep = setup.step
   eval_loss = _eval_loss_fn(network, config)
-  preview = _preview(config, network, schedule) if config.train.preview_every else None
+  preview = _preview(config, network) if config.train.preview_every else None
   writer = observe.Writer(workdir) if jax.process_index() == 0 else None
   rng = jax.random.PRNGKey(config.seed)
   last: dict[str, Any] = {}
