@@ -11,6 +11,8 @@ Variants:
                 parameters; point data.folder at your videos (a video_folder dataset).
   tiny_flow     tiny, trained by flow matching (velocity, logit-normal times) and
                 sampled with Euler steps.
+  tiny_latent   tiny in a latent space: the exactly invertible 2x2 space-to-depth
+                autoencoder ('patchify'; 12 channels at 4x4), no thresholding.
 """
 
 import ml_collections
@@ -19,7 +21,13 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = common.check_variant("base", arg, ("tiny_flow",))
+  variant = common.check_variant("base", arg, ("tiny_flow", "tiny_latent"))
+  if variant == "tiny_latent":
+    c = get_config("tiny")
+    c.autoencoder.update(name="patchify", spatial_factor=2, channels=3)
+    c.model.in_channels = c.model.out_channels = 12  # the latents' channels
+    c.sample.threshold = "none"  # thresholding acts on pixels, not latents
+    return c
   if variant == "tiny_flow":
     c = get_config("tiny")
     c.diffusion.formulation = "flow"  # velocity of the straight path from data to noise

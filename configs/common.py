@@ -3,6 +3,8 @@
 A stage config has the sections
   model      the denoiser: `name` (videojax/nn/denoisers.py) and its fields
              (configs/unet3d.py), plus `dtype` ('float32' / 'bfloat16').
+  autoencoder  the latent space the stage diffuses in (videojax/nn/autoencoders.py);
+             name '' for pixels.
   data       the dataset and the stage's view of it (videojax/data/pipeline.StageView).
   text       the frozen text encoder whose caption embeddings are cached.
   diffusion  schedule and objective.
@@ -40,6 +42,9 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
   c.model.remat = "none"  # rematerialisation: 'none', 'full' or 'save_dots'
   c.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None, 'xla', 'cudnn'
+
+  c.autoencoder = ml_collections.ConfigDict()
+  c.autoencoder.name = ""  # '' (pixels) or an autoencoder of nn/autoencoders.py, + its fields
 
   frames, height, width, _ = arch_config.input
   c.data = ml_collections.ConfigDict()

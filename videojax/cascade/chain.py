@@ -95,10 +95,12 @@ class _Runner:
     else:  # random weights: tests and dry runs
       logging.warning("Stage %r has no checkpoint: random weights.", self.stage.name)
       kw = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_cond.items()}
-      if "cond_video" in kw:
+      if "cond_video" in kw:  # in the stage's space, like z
+        kw["cond_video"] = self.network.encode(kw["cond_video"])
         kw["aug_logsnr"] = jnp.zeros((shape[0],))
+      z = jnp.zeros(self.network.network_shape(shape))
       self.params = nn.meta.unbox(jax.jit(lambda: self.network.init(
-          jax.random.PRNGKey(self._seed), jnp.zeros(shape), jnp.zeros((shape[0],)), **kw))())
+          jax.random.PRNGKey(self._seed), z, jnp.zeros((shape[0],)), **kw))())
 
 
 class Cascade:

@@ -129,7 +129,8 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
                        time_shift: float = 1.0):
   """A jitted `sample(params, shape, cond, rng, known=None) -> [B, T, H, W, C] in [-1, 1]`.
 
-  `shape` is the static output shape; `cond` holds the stage's conditioning as
+  `shape` is the static shape of the videos it makes (a latent stage samples their
+  latents, encodes its conditioning video and decodes what it draws); `cond` holds the stage's conditioning as
   `StageNetwork.apply` takes it: text [B, L, D] and text_mask [B, L] for text stages, cond_video
   (low-resolution video for SSR, given frames on the output grid for TSR) and
   cond_mask [B, T] (TSR). aug_logsnr is added here from `settings.aug_level`.
@@ -165,6 +166,10 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
                        "flow-matching stage starts from noise: set it to None.")
   elif formulation != "vp":
     raise ValueError(f"Unknown formulation {formulation!r}; expected 'vp' or 'flow'.")
+  if network.space is not None and (settings.threshold != "none" or settings.consistency):
+    raise ValueError("Thresholding and sample.consistency act on pixels, but this stage "
+                     "samples an autoencoder's latents: set sample.threshold='none' and "
+                     "sample.consistency=False.")
   if settings.start_logsnr is not None and not residual:
     raise ValueError("sample.start_logsnr starts from the stage's reference plus noise, so it "
                      "needs a residual stage (diffusion.residual=True); set it to None.")
@@ -181,6 +186,11 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
   def run(params, shape, cond, rng, known=None):
     k_noise, k_aug, k_sample = jax.random.split(rng, 3)
     cond = dict(cond)
+    shape = network.network_shape(shape)  # a latent stage samples latents
+    if "cond_video" in cond:
+      cond["cond_video"] = network.encode(cond["cond_video"])
+    if known is not None:
+      known = (network.encode(known[0]), known[1])
     ref = 0.0
     if residual:  # from the clean conditioning, as in training
       ref = conditioning_reference(network.kind, cond["cond_video"], cond.get("cond_mask"),
@@ -207,13 +217,13 @@ def make_stage_sampler(network: StageNetwork, schedule: diffusion.Schedule, para
     if formulation == "flow":
       video = flow.sample(fn, noise, sampler=settings.sampler, num_steps=settings.num_steps,
                           shift=time_shift, x0_transform=transform, cond=cond)
-      return jnp.clip(video + ref, -1.0, 1.0)
-    video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
-                             num_steps=settings.num_steps, spacing=settings.spacing,
-                             parameterization=parameterization,
-                             x0_transform=transform, rng=k_sample, cond=cond,
-                             start_logsnr=settings.start_logsnr)
-    return jnp.clip(video + ref, -1.0, 1.0)
+    else:
+      video = diffusion.sample(fn, noise, schedule=schedule, sampler=settings.sampler,
+                               num_steps=settings.num_steps, spacing=settings.spacing,
+                               parameterization=parameterization,
+                               x0_transform=transform, rng=k_sample, cond=cond,
+                               start_logsnr=settings.start_logsnr)
+    return jnp.clip(network.decode(video + ref), -1.0, 1.0)
 
   jitted = jax.jit(run, static_argnums=1)
   return jitted if cache_tag is None else exported_cache(jitted, cache_tag, static_argnums=(1,))

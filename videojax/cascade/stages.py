@@ -25,6 +25,7 @@ import ml_collections
 
 from videojax.cascade import weights
 from videojax.cascade.sampling import SampleSettings
+from videojax.nn.stage import StageNetwork
 
 # The directory holding the `videojax` package: the repository checkout for an editable
 # install (configs/ beside it), site-packages for a wheel (no configs/).
@@ -148,8 +149,11 @@ class Stage:
 
   @property
   def channels(self) -> tuple[int, int]:
-    """(channels of the conditioning video, output channels): an SR stage conditions on
-    a video of its own space (pixels, or the same latents)."""
+    """(channels of the video it takes, of the video it makes): stages pass videos, a
+    latent stage encoding what it takes and decoding what it makes."""
+    ae = self.config.get("autoencoder") or {}
+    if ae.get("name"):
+      return (ae.get("channels", 3),) * 2
     m = self.config.model
     return (m.get("in_channels", 3), m.get("out_channels", 3))
 
@@ -182,6 +186,14 @@ def validate(stages: list[Stage]) -> None:
       raise ValueError(f"Stage {stage.name!r} expects {stage.channels[0]}-channel input but "
                        f"stage {prev.name!r} produces {prev.channels[1]} channels.")
   for stage in stages:
+    try:  # the denoiser and latent space it names, and the latents of its output
+      network = StageNetwork.from_config(stage.config)
+      frames, height, width, _ = stage.output
+      network.network_shape((1, frames, height, width, network.video_channels))
+      if stage.input is not None:
+        network.network_shape((1,) + stage.input[:3] + (network.video_channels,))
+    except ValueError as e:
+      raise ValueError(f"Stage {stage.name!r}: {e}") from None
     if stage.frame_chunk:
       if stage.kind != "ssr" or stage.config.model.get("temporal_attn_levels"):
         raise ValueError(f"Stage {stage.name!r}: frame_chunk needs an SSR stage without "

@@ -1,4 +1,4 @@
-"""A stage's network: its denoiser with the conditioning its kind takes.
+"""A stage's network: its denoiser, the conditioning its kind takes, and its space.
 
 `StageNetwork.from_config(config)` is the one place a stage's network is made: the
 denoiser `config.model` names (`nn.denoisers.build`), the stage kind
@@ -13,6 +13,11 @@ which assembles the conditioning for the kind (`nn.conditioning.assemble`) and c
 the denoiser by its contract. `abstract_inputs` gives the same inputs as
 `jax.ShapeDtypeStruct`s (for `jax.eval_shape`, ahead-of-time lowering and random
 initialisation), from the kind alone.
+
+A stage works on pixels, or on the latents of the autoencoder its config's
+`autoencoder` section names (`nn.autoencoders.LatentSpace`): then `apply` takes latents
+(z, and a conditioning video already encoded with `encode`), and `network_shape` maps
+a video's shape to its latents'. Videos go in and out of a stage as pixels either way.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from videojax.nn import conditioning, denoisers
+from videojax.nn.autoencoders import LatentSpace
 
 Array = jax.Array
 
@@ -38,23 +44,36 @@ class StageNetwork:
     model: the denoiser module (the contract of `videojax.nn.denoisers`).
     kind: 'base', 'tsr' or 'ssr' (`nn.conditioning.STAGE_KINDS`).
     spatial_factor: ssr only: output size / conditioning size.
+    space: the latent space the stage diffuses in, or None for pixels.
   """
 
   model: nn.Module
   kind: str = "base"
   spatial_factor: int = 1
+  space: LatentSpace | None = None
 
   def __post_init__(self):
     if self.kind not in conditioning.STAGE_KINDS:
       raise ValueError(f"Unknown stage kind {self.kind!r}; expected one of "
                        f"{conditioning.STAGE_KINDS}.")
+    if self.space is not None:
+      if self.model.in_channels != self.space.latent_channels:
+        raise ValueError(f"A latent stage's denoiser must take the autoencoder's "
+                         f"{self.space.latent_channels} latent channels; its in_channels is "
+                         f"{self.model.in_channels}: set model.in_channels and "
+                         "model.out_channels to it.")
+      if self.kind == "tsr" and self.space.module.temporal_factor != 1:
+        raise ValueError("A latent 'tsr' stage needs an autoencoder that keeps every frame "
+                         "(temporal_factor 1): its given frames are placed frame by frame.")
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "StageNetwork":
-    """The network of a stage config (`model` and `data.kind` / `data.spatial_factor`)."""
+    """The network of a stage config (`model`, `data.kind` / `data.spatial_factor`, and
+    the optional `autoencoder`)."""
     data = config["data"]
     return cls(denoisers.build(config["model"]), data["kind"],
-               int(data.get("spatial_factor", 1)) if data["kind"] == "ssr" else 1)
+               int(data.get("spatial_factor", 1)) if data["kind"] == "ssr" else 1,
+               LatentSpace.from_config(config.get("autoencoder")))
 
   @property
   def text_dim(self) -> int:
@@ -65,6 +84,23 @@ class StageNetwork:
   def channels(self) -> int:
     """Channels of the stage's space (3 for pixels, or an autoencoder's latent width)."""
     return int(self.model.in_channels)
+
+  @property
+  def video_channels(self) -> int:
+    """Channels of the videos the stage makes and takes (its autoencoder's, if any)."""
+    return int(self.space.module.channels) if self.space else self.channels
+
+  def network_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The denoiser's input shape for videos of `shape` [B, T, H, W, C]."""
+    return self.space.latent_shape(tuple(shape)) if self.space else tuple(shape)
+
+  def encode(self, video: Array) -> Array:
+    """Videos into the stage's space (the identity for a pixel stage)."""
+    return self.space.encode(video) if self.space else video
+
+  def decode(self, x: Array) -> Array:
+    """The stage's space back to videos (the identity for a pixel stage)."""
+    return self.space.decode(x) if self.space else x
 
   def clone(self, **model_fields) -> "StageNetwork":
     """The same stage with some denoiser fields changed (e.g. how it runs)."""
@@ -94,8 +130,9 @@ class StageNetwork:
 
   def abstract_inputs(self, shape: tuple[int, ...], text_len: int = 16
                       ) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct, dict]:
-    """(z, logsnr, keyword inputs) as ShapeDtypeStructs for outputs of `shape`
-    [B, T, H, W, C]: what `apply` and `init` take for this stage kind."""
+    """(z, logsnr, keyword inputs) as ShapeDtypeStructs for denoiser inputs of `shape`
+    [B, T, H, W, C] (`network_shape` of the videos): what `apply` and `init` take for
+    this stage kind."""
     b, t = shape[:2]
     f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
     kw = {}

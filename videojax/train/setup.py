@@ -45,7 +45,7 @@ def batch_shapes(config: ml_collections.ConfigDict, network: StageNetwork, batch
   """{key: (shape, dtype)} of a training batch as the input pipeline makes it."""
   d, b = config.data, batch_size
   h, w = (d.crop, d.crop) if d.kind == "ssr" and d.crop else (d.height, d.width)
-  video = (b, d.frames, h, w, network.channels)
+  video = (b, d.frames, h, w, network.video_channels)
   shapes = {"video": (video, jnp.float32), "is_image": ((b,), jnp.bool_)}
   cond = cond_video_shape(network.kind, video, network.spatial_factor)
   if cond is not None:
@@ -104,7 +104,8 @@ def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int | None 
   schedule = diffusion.schedule_from_config(config.diffusion)
   shapes = batch_shapes(config, network, batch_size)
   text_len = config.text.max_len if network.text_dim else 0
-  one = (1,) + shapes["video"][0][1:]  # the parameters do not depend on the batch size
+  # the denoiser's input for one example: the parameters do not depend on the batch size
+  one = network.network_shape((1,) + shapes["video"][0][1:])
 
   def init_params():
     return network.init_abstract(jax.random.PRNGKey(config.seed), one, text_len or 1)

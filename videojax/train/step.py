@@ -99,20 +99,26 @@ _MODEL_INPUTS = (("text_embeddings", "text"), ("text_mask", "text_mask"),
                  ("is_image", "is_image"))
 
 
-def model_inputs(batch: dict[str, Array]) -> dict[str, Array]:
-  """The stage network's conditioning keyword arguments present in a batch (as given)."""
-  return {arg: batch[key] for key, arg in _MODEL_INPUTS if key in batch}
+def model_inputs(batch: dict[str, Array], network: StageNetwork | None = None
+                 ) -> dict[str, Array]:
+  """The stage network's conditioning keyword arguments present in a batch: as given,
+  or with `network` in its space (a latent stage's conditioning video encoded)."""
+  kw = {arg: batch[key] for key, arg in _MODEL_INPUTS if key in batch}
+  if network is not None and network.space is not None and "cond_video" in kw:
+    kw["cond_video"] = network.encode(kw["cond_video"])
+  return kw
 
 
 def diffusion_target(network: StageNetwork, batch: dict[str, Array], residual: bool
                      ) -> Array:
-  """What a stage diffuses: the video, or with `residual` its difference to the
-  conditioning's reference (`nn.conditioning.conditioning_reference`, computed from
-  the clean conditioning video). Sampling adds the reference back."""
-  x = batch["video"]
+  """What a stage diffuses: the video (a latent stage: its latents), or with `residual`
+  its difference to the conditioning's reference (`nn.conditioning.
+  conditioning_reference`, computed from the clean conditioning video). Sampling adds
+  the reference back."""
+  x = network.encode(batch["video"])
   if not residual:
     return x
-  kw = model_inputs(batch)
+  kw = model_inputs(batch, network)
   ref = conditioning_reference(network.kind, kw["cond_video"], kw.get("cond_mask"),
                                x.shape[2], x.shape[3])
   return x.astype(jnp.float32) - ref
@@ -186,7 +192,7 @@ def make_train_step(network: StageNetwork, schedule: diffusion.Schedule,
     k_t, k_eps, k_drop, k_aug, k_aug_level, k_dropout = jax.random.split(key, 6)
     level = draw_levels(k_t, b)  # [B] log-SNRs (vp) or times (flow)
     eps = jax.random.normal(k_eps, x.shape, jnp.float32)
-    kwargs = model_inputs(batch)
+    kwargs = model_inputs(batch, network)
     if "text" in kwargs:
       kwargs["text"], kwargs["text_mask"], _ = guidance_dropout(
           k_drop, kwargs["text"], kwargs["text_mask"], t.cond_dropout)

@@ -104,7 +104,7 @@ def _eval_loss_fn(network, config):
     if step_lib.formulation(d) == "flow":  # the time whose log-SNR this is
       level = flow.time_from_logsnr(level)
     eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
-    kwargs = step_lib.model_inputs(batch)
+    kwargs = step_lib.model_inputs(batch, network)
     if "cond_video" in kwargs:
       kwargs["aug_logsnr"] = jnp.full((b,), d.logsnr_max, jnp.float32)
     mask = 1.0 - kwargs["cond_mask"] if "cond_mask" in kwargs else None
