@@ -48,7 +48,7 @@ from videojax.cascade.stages import load_config_file
 from videojax.data.pipeline import downsample, to_float
 from videojax.eval.cascade_eval import moving_shapes_clips, prompts
 from videojax.nn import text as text_lib
-from videojax.nn import unet3d
+from videojax.nn.stage import StageNetwork
 
 SIGN = {"left": "right", "right": "left", "up": "down", "down": "up"}
 AXIS = {"left": "up", "up": "left", "right": "down", "down": "right"}
@@ -74,7 +74,7 @@ def stage_clips(config, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 def caption_swap_ratios(params, config, clips: np.ndarray, captions: list[str],
                         logsnrs: list[float], seed: int = 0) -> dict[str, list[float]]:
   """{'sign': [...], 'axis': [...]}: x0 MSE with the swapped caption / with the right one."""
-  model = unet3d.from_config(config.model)
+  network = StageNetwork.from_config(config)
   encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
                                         max_len=int(config.text.max_len))
   variants = {"right": captions, "sign": [swap_direction(c, SIGN) for c in captions],
@@ -86,7 +86,7 @@ def caption_swap_ratios(params, config, clips: np.ndarray, captions: list[str],
   def x0_mse(x, eps, logsnr, text, mask):
     ls = jnp.full((x.shape[0],), logsnr)
     z = diffusion.diffuse(x, eps, ls)
-    pred = model.apply(params, z, ls, text=text, text_mask=mask)
+    pred = network.apply(params, z, ls, text=text, text_mask=mask)
     x0 = diffusion.convert(pred, kind, "x0", z, ls)
     return jnp.mean((x0 - x) ** 2, axis=(1, 2, 3, 4))  # [B]
 
@@ -118,12 +118,12 @@ def commit_profile(params, config, captions: list[str], settings: SampleSettings
                    seed: int = 0) -> list[tuple[float, float, float]]:
   """[(log-SNR, agreement with the final sign, agreement with the caption)] per step,
   sampled with a stage's `settings` (sampler, steps, guidance, thresholding)."""
-  model = unet3d.from_config(config.model)
+  network = StageNetwork.from_config(config)
   encoder = text_lib.build_text_encoder(config.text.encoder, path=config.text.path or None,
                                         max_len=int(config.text.max_len))
   text, mask = map(jnp.asarray, encoder.encode_captions(captions))
   cond = {"text": text, "text_mask": mask}
-  guided = settings.guide(lambda z, ls, **c: model.apply(params, z, ls, **c), text.shape)
+  guided = settings.guide(lambda z, ls, **c: network.apply(params, z, ls, **c), text.shape)
   clip = diffusion.make_x0_transform(settings.threshold, settings.percentile)
   clip = clip or (lambda x0: x0)
   num_steps = settings.num_steps

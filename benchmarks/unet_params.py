@@ -9,7 +9,12 @@ import time
 import jax
 
 from configs import unet3d as unet_configs
-from videojax.nn.unet3d import UNet3D, count_params
+from videojax.nn import denoisers
+from videojax.nn.stage import StageNetwork
+
+# ssr variants: output size / conditioning size of the stage each serves (configs/ssr.py).
+# The count does not depend on it: the conditioning reaches the U-Net on the output grid.
+SSR_FACTORS = {"tiny_ssr": 2, "demo_ssr": 4, "iv_ssr1": 2, "iv_ssr2": 4, "iv_ssr3": 4}
 
 
 def main():
@@ -22,7 +27,9 @@ def main():
     cfg = unet_configs.get_config(name)
     t, h, w, c = cfg.input
     start = time.time()
-    n = count_params(UNet3D(**cfg.model.to_dict()), (1, t, h, w, c), cfg.text_len)
+    network = StageNetwork(denoisers.build(cfg.model), cfg.kind,
+                           SSR_FACTORS.get(name, 4) if cfg.kind == "ssr" else 1)
+    n = network.param_count((1, t, h, w, c), cfg.text_len)
     paper = cfg.paper_params
     rows.append(f"| {name} | {t} x {h} x {w} | {n / 1e6:,.1f}M | "
                 + (f"{paper / 1e6:,.0f}M | {n / paper:.2f} |" if paper else "- | - |"))

@@ -60,7 +60,9 @@ import numpy as np
 import optax
 from jax.extend import core as jax_core
 
-from videojax.nn.unet3d import UNet3D, count_params, example_inputs, from_config
+from videojax.nn import denoisers
+from videojax.nn.stage import StageNetwork
+from videojax.nn.unet3d import UNet3D
 
 try:
   import diffusers
@@ -170,13 +172,17 @@ def dot_conv_flops(jaxpr) -> int:
   return total
 
 
+def our_model(size: int, **run_fields) -> UNet3D:
+  """Our U-Net at this size (`our_fields`), with run fields (dtype, attention_impl)."""
+  return denoisers.build({"name": "unet3d", **our_fields(size), **run_fields})
+
+
 def our_inputs(size: int, model: UNet3D, batch: int = 1) -> tuple:
-  """Abstract (z, logsnr, kwargs) for the model at this size."""
+  """Abstract (z, logsnr, kwargs) for the model at this size: a base stage's inputs
+  (text, no conditioning video), as diffusers' U-Net takes."""
   s = SIZES[size]
   z_shape = (batch, s["frames"], s["height"], s["width"], CHANNELS)  # [B, T, H, W, C]
-  z = jax.ShapeDtypeStruct(z_shape, jnp.float32)
-  logsnr = jax.ShapeDtypeStruct((batch,), jnp.float32)
-  return z, logsnr, example_inputs(model, z_shape, s["text_len"])
+  return StageNetwork(model).abstract_inputs(z_shape, s["text_len"])
 
 
 def our_counts(size: int, xla: bool = True) -> dict:
@@ -184,7 +190,7 @@ def our_counts(size: int, xla: bool = True) -> dict:
 
   Attention runs as XLA's dense ops here (whatever kernel a timed run uses), so that
   the jaxpr shows its products."""
-  model = from_config(dict(our_fields(size), attention_impl="xla"))
+  model = our_model(size, attention_impl="xla")
   z, logsnr, kw = our_inputs(size, model)
   params = jax.eval_shape(lambda r, z, s, kw: model.init(r, z, s, **kw),
                           jax.random.PRNGKey(0), z, logsnr, kw)
@@ -197,7 +203,7 @@ def our_counts(size: int, xla: bool = True) -> dict:
     cost = jax.jit(fwd).lower(params, z, logsnr, kw).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
     xla_flops = float(cost["flops"])
-  return dict(params=count_params(model, z.shape, SIZES[size]["text_len"]),
+  return dict(params=StageNetwork(model).param_count(z.shape, SIZES[size]["text_len"]),
               xla_flops=xla_flops,
               flops=dot_conv_flops(jax.make_jaxpr(fwd)(params, z, logsnr, kw).jaxpr))
 
@@ -242,7 +248,7 @@ def compile_our_step(size: int, batch_size: int = 1, dtype: str = "float32",
   Returns:
     (model, optimizer, compiled step (state, batch) -> (state, loss), abstract batch).
   """
-  model = from_config(dict(our_fields(size), dtype=dtype, attention_impl=attention_impl))
+  model = our_model(size, dtype=dtype, attention_impl=attention_impl)
   tx = optax.adamw(1e-4)
   z, logsnr, cond = our_inputs(size, model, batch_size)
   batch = dict(z=z, target=z, logsnr=logsnr, **cond)
