@@ -6,14 +6,15 @@ r"""Model FLOPs utilisation of a stage's train step on the local accelerator.
       [--out benchmarks/results/mfu_h100.md]
 
 Builds the stage's train step exactly as the trainer and the planner do
-(`videojax.parallel.plan.train_setup`: shardings from the logical axis rules, the state
+(`videojax.train.setup.train_setup` with the planner's network,
+`videojax.train.plan.planned_network`: shardings from the logical axis rules, the state
 donated), data-parallel over every local device, on random inputs of the training
 batch's shapes, and times it: `--repeats` runs of `--steps` steps each after two
 warm-up steps (the first compiles), the median per-step time reported with all runs.
 
 FLOPs per step are counted two ways and both are reported:
-  - analytic: 3x the U-Net forward pass's matmul FLOPs from its shapes
-    (`plan.analytic_forward_flops`; the backward pass costs twice the forward),
+  - analytic: 3x the forward pass's matmul FLOPs, counted in its traced program
+    (`plan.forward_flops`; the backward pass costs twice the forward),
   - XLA: the compiled step's cost analysis, per device, times the devices.
 MFU = analytic FLOPs / (step seconds x devices x peak dense bf16 FLOP/s of
 `--accelerator`), the convention of PaLM's MFU: recomputation (remat) is not counted.
@@ -36,9 +37,10 @@ from absl import app, flags
 from flax import linen as nn
 from ml_collections import config_flags
 
-from videojax.parallel import plan as plan_lib
 from videojax.parallel import sharding
 from videojax.runtime import enable_compilation_cache
+from videojax.train import plan as plan_lib
+from videojax.train.setup import TrainSetup, train_setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py:demo",
                                           "Stage config file (overrides with --config.x=y).")
@@ -49,7 +51,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).")
 _OUT = flags.DEFINE_string("out", "", "Markdown report path ('' prints only).")
 
 
-def random_batch(setup: plan_lib.TrainSetup, seed: int = 0) -> dict[str, jax.Array]:
+def random_batch(setup: TrainSetup, seed: int = 0) -> dict[str, jax.Array]:
   """Inputs of the batch's shapes and dtypes, placed with the batch's shardings."""
   rng = np.random.default_rng(seed)
   out = {}
@@ -69,8 +71,8 @@ def measure(config, steps: int, repeats: int) -> dict:
   devices = jax.devices()
   mesh = sharding.make_mesh({"data": len(devices)}, devices)
   batch_size = int(config.data.batch_size)
-  setup = plan_lib.train_setup(config, mesh, batch_size)
-  analytic = setup.analytic_train_flops()
+  setup = train_setup(config, mesh, batch_size, network=plan_lib.planned_network(config))
+  analytic = plan_lib.analytic_train_flops(setup)
   with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     start = time.perf_counter()
     compiled = setup.step.lower(setup.abstract_state, setup.batch, setup.key).compile()

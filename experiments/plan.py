@@ -7,7 +7,7 @@ r"""Scale planner: memory, FLOPs, collectives and step time of a stage on a mesh
 
 Compiles the stage's train step and one sampler call ahead of time on `--devices` fake
 CPU devices, from abstract shapes only (nothing the size of the model is allocated),
-and prints videojax.parallel.plan's report and table. The fake devices must exist
+and prints videojax.train.plan's report and table. The fake devices must exist
 before JAX starts its backend, so --devices is read from the command line before
 anything imports JAX.
 """
@@ -84,7 +84,7 @@ def _targets():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from videojax.parallel import plan as plan_lib
+  from videojax.train import plan as plan_lib
   from videojax.runtime import enable_compilation_cache, quiet_library_logs
 
   quiet_library_logs()

@@ -5,8 +5,8 @@ cheap README examples (a tiny training run, a sample with overrides) run in full
 
 Each command is parsed in its own process (absl flags are global). The rest run
 elsewhere: the two set-up commands in CI (`.ci/run` and a fresh clone), the trainer,
-exporter, sampler, planner and evaluation code in tests/train, tests/cascade,
-tests/parallel and tests/eval at tiny sizes.
+exporter, sampler, planner and evaluation code in tests/train, tests/cascade and
+tests/eval at tiny sizes.
 """
 
 from __future__ import annotations

@@ -187,15 +187,17 @@ def check_attention(args) -> tuple[str, bool]:
 def tiny_training(args) -> tuple[str, bool]:
   from benchmarks.mfu import random_batch
   from configs import base as base_config
-  from videojax.parallel import plan as plan_lib
   from videojax.parallel import sharding
+  from videojax.train import plan as plan_lib
+  from videojax.train.setup import train_setup
 
   config = base_config.get_config("tiny")
   config.model.dtype = "bfloat16"
   config.model.attention_impl = None if args.dry_run else "cudnn"
   config.optim.warmup_steps = 1
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
-  setup = plan_lib.train_setup(config, mesh, config.data.batch_size)
+  setup = train_setup(config, mesh, config.data.batch_size,
+                      network=plan_lib.planned_network(config))
   losses = []
   with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     state, batch, key = setup.init_state(), random_batch(setup), jax.random.PRNGKey(0)

@@ -7,7 +7,7 @@ one block's backward pass. XLA's CPU compiler drops the barrier: CSE can merge t
 recomputation back into the forward pass, and the scheduler may run every
 recomputation as soon as the forward pass ends, so on CPU remat saves nothing and
 can cost more (tests/nn/test_remat.py). That matters beyond CPU training: the scale
-planner (`videojax.parallel.plan`) compiles on CPU to tell what fits on a TPU or GPU.
+planner (`videojax.train.plan`) compiles on CPU to tell what fits on a TPU or GPU.
 
 `recompute_in_backward` keeps `jax.checkpoint`'s residuals (its `policy` decides what
 is saved) but adds to each of them, before the backward pass, a zero computed from the

@@ -1,11 +1,12 @@
 """Scale planner: what a stage's train step costs on a mesh, without allocating it.
 
 `plan(config, {'data': 8, 'fsdp': 8}, 64)` ahead-of-time lowers and compiles the
-stage's jitted train step (the trainer's recipe: shardings from the logical axis
-rules, `donate_argnums=0`) and one denoiser call of its sampler (the classifier-free
-guidance batch of 2B) on abstract inputs only (`jax.eval_shape`, sharded
-`jax.ShapeDtypeStruct`s), so a 5B-parameter U-Net plans on fake CPU devices
-(`jax_num_cpu_devices`, set before JAX starts its backend).
+stage's jitted train step (the trainer's recipe, `videojax.train.setup.train_setup`:
+shardings from the logical axis rules, `donate_argnums=0`) and one denoiser call of its
+sampler (the classifier-free guidance batch of 2B) on abstract inputs only
+(`jax.eval_shape`, sharded `jax.ShapeDtypeStruct`s), so a 5B-parameter U-Net plans on
+fake CPU devices (`jax_num_cpu_devices`, set before JAX starts its backend). Any
+registered denoiser plans: nothing here reads its fields or parameter names.
 
 It reports
   - the parameter count and the per-device bytes of parameters, optimizer state and
@@ -13,7 +14,8 @@ It reports
   - XLA's memory analysis of the compiled step: arguments, outputs, their aliasing
     (donation), temporaries (activations and gradients) and generated code,
   - FLOPs: XLA's cost analysis of the compiled (partitioned, per-device) module, of the
-    lowered (global, unpartitioned) module, and an analytic matmul count,
+    lowered (global, unpartitioned) module, and a matmul count of the traced forward
+    program (`forward_flops`),
   - collective traffic: the collectives of the compiled HLO and their operand bytes,
 and `format_table` turns plans into step times at an MFU on named accelerators.
 
@@ -24,25 +26,24 @@ activation footprint, not a TPU/GPU measurement; collectives inside loops count 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
-from videojax import diffusion
 from videojax.cascade.sampling import SampleSettings
-from videojax.diffusion.samplers import network_calls
-from videojax.nn import unet3d
+from videojax.diffusion import flow, samplers
+from videojax.nn.stage import StageNetwork
 from videojax.parallel import sharding
-from videojax.train import step as step_lib
+from videojax.train.setup import TrainSetup, train_setup
 
 GiB = 2**30
 # Peak dense bf16 TFLOP/s per chip (vendor figures, no sparsity).
@@ -90,29 +91,6 @@ def check_mesh(mesh_shape: Mapping[str, int], num_devices: int | None = None
                      f"{num_devices} were asked for; make the axis sizes multiply to "
                      f"{num_devices}.")
   return shape
-
-
-def train_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, tuple]:
-  """Shapes of a training batch as the input pipeline makes it (data/pipeline.py)."""
-  d, b = config.data, batch_size
-  h, w = (d.crop, d.crop) if d.kind == "ssr" and d.crop else (d.height, d.width)
-  shapes = {"video": ((b, d.frames, h, w, 3), jnp.float32), "is_image": ((b,), jnp.bool_)}
-  if d.kind == "ssr":
-    f = d.spatial_factor
-    shapes["cond_video"] = ((b, d.frames, h // f, w // f, 3), jnp.float32)
-  elif d.kind == "tsr":
-    shapes["cond_video"] = ((b, d.frames, h, w, 3), jnp.float32)
-    shapes["cond_frames_mask"] = ((b, d.frames), jnp.float32)
-  if config.model.text_dim:
-    shapes["text_embeddings"] = ((b, config.text.max_len, config.model.text_dim), jnp.float32)
-    shapes["text_mask"] = ((b, config.text.max_len), jnp.int32)
-  return shapes
-
-
-def _abstract(shapes: Mapping[str, tuple], mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """ShapeDtypeStructs sharded over the batch axes."""
-  return {k: jax.ShapeDtypeStruct(s, dt, sharding=sharding.batch_sharding(mesh, len(s)))
-          for k, (s, dt) in shapes.items()}
 
 
 def _shard_bytes(x: jax.ShapeDtypeStruct, s: NamedSharding, path: Any = ()) -> int:
@@ -175,46 +153,85 @@ def collective_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   return out
 
 
-def analytic_forward_flops(model: unet3d.UNet3D, params: Any, z_shape: tuple[int, ...],
-                           text_len: int) -> int:
-  """Matmul FLOPs of one U-Net forward pass (2 per multiply-add), from its shapes.
+def _matmul_flops(eqn) -> int:
+  """2 x multiply-adds of one matmul-like equation (0 for any other primitive)."""
+  name = eqn.primitive.name
+  if name not in ("dot_general", "conv_general_dilated", "dot_product_attention_fwd_wrapper"):
+    return 0  # (other equations may have no outputs, or outputs without shapes)
+  out, (lhs, rhs) = math.prod(eqn.outvars[0].aval.shape), (v.aval.shape for v in eqn.invars[:2])
+  if name == "dot_general":  # each output element sums over the contracted dimensions
+    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+    return 2 * out * math.prod(lhs[d] for d in lhs_contract)
+  if name == "conv_general_dilated":  # its window over its group's input features
+    spec = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features, *window)
+    return 2 * out * math.prod(rhs[d] for d in spec[2:]) * rhs[spec[1]]
+  keys = rhs[1] if eqn.params.get("layout", 0) == 0 else rhs[2]  # cuDNN's: BTNH or BNTH
+  return 4 * math.prod(lhs) * keys  # QK^T and AV per (query, key, head feature)
 
-  Every conv / dense kernel costs 2 * kernel size per position it is applied at: the
-  video positions of its level (B T H W at 1/2**level of the input size), the text
-  tokens (cross-attention keys and values) or the batch (conditioning embedding, FiLM).
-  Attention adds 4 * C per (query, key) pair. Norms and elementwise ops are left out.
-  A train step costs about 3x this (the backward pass twice the forward).
-  """
-  b, t, h, w = z_shape[:4]
-  levels = len(model.channel_mult)
-  tdown = [1] + [2**sum(map(bool, model.temporal_downsample[:i])) for i in range(1, levels)]
 
-  def size(level):  # (T, H*W) at a level
-    return t // tdown[level], (h // 2**level) * (w // 2**level)
+def _sub_jaxprs(params: Mapping[str, Any]) -> list[Any]:
+  """The jaxprs among an equation's parameters (ClosedJaxprs opened)."""
+  values = [w for v in params.values() for w in (v if isinstance(v, (tuple, list)) else (v,))]
+  return [v.jaxpr if isinstance(v, jax.extend.core.ClosedJaxpr) else v for v in values
+          if isinstance(v, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr))]
 
+
+def _jaxpr_flops(jaxpr) -> int:
   total = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    names = [str(getattr(k, "key", k)) for k in path]
-    if names[-1] != "kernel":
-      continue
-    top = names[1] if names[0] == "params" else names[0]
-    m = re.match(r"(down|up)(\d+)_(\d+|sample)$", top)
-    level = (levels - 1 if top.startswith("mid") else 0) if m is None else int(m.group(2))
-    if m and m.group(3) == "sample":
-      level = level + 1 if m.group(1) == "down" else level - 1  # where its output lives
-    tl, hw = size(level)
-    if top == "cond_emb" or "FiLM" in "/".join(names):
-      positions = b
-    elif "cross_attn" in names and names[-2] in ("key", "value"):
-      positions = b * text_len
-    else:
-      positions = b * tl * hw
-    total += 2 * math.prod(leaf.shape) * positions
-    if names[-2] == "query":  # QK^T and AV: 4 C per (query, key) pair
-      pairs = {"spatial_attn": tl * hw * hw, "temporal_attn": hw * tl * tl,
-               "cross_attn": tl * hw * text_len}[names[-3]]
-      total += 4 * leaf.shape[-1] * b * pairs
-  return int(total)
+  for eqn in jaxpr.eqns:
+    name, params = eqn.primitive.name, eqn.params
+    if name == "cond":  # one branch runs: the costliest
+      total += max(_jaxpr_flops(b.jaxpr) for b in params["branches"])
+    elif name == "scan":
+      total += params["length"] * _jaxpr_flops(params["jaxpr"].jaxpr)
+    elif name == "shard_map":  # the body is one shard's program; every shard runs it
+      mesh = params["mesh"]
+      axes = params.get("newly_manual_axes", params.get("manual_axes", mesh.axis_names))
+      total += math.prod(mesh.shape[a] for a in axes) * _jaxpr_flops(params["jaxpr"])
+    elif name == "pallas_call":  # the kernel runs once per grid point
+      total += math.prod(params["grid_mapping"].grid) * _jaxpr_flops(params["jaxpr"])
+    else:  # jit, closed calls, remat, custom_jvp / custom_vjp, while (body and cond once)
+      total += _matmul_flops(eqn) + sum(_jaxpr_flops(j) for j in _sub_jaxprs(params))
+  return total
+
+
+def jaxpr_flops(fn: Callable[..., Any], *args, **kwargs) -> int:
+  """Matmul FLOPs of `fn(*args, **kwargs)` (2 per multiply-add), from its traced program.
+
+  `jax.make_jaxpr` traces `fn` (arrays or `jax.ShapeDtypeStruct`s: nothing is computed),
+  and every `dot_general` and `conv_general_dilated` is counted from its shapes and
+  dimension numbers, whatever module or parameter names produced it. Sub-programs
+  count as they run: jit, closed calls, remat, custom_jvp / custom_vjp once, `cond` its
+  costliest branch, `scan` times its length, `shard_map` times its shards, a Pallas
+  kernel times its grid. A `while_loop`'s trip count is not known from its program:
+  its body (and condition) count once. cuDNN's fused attention counts from its shapes;
+  other opaque kernels (custom calls without a jaxpr) count zero.
+
+  Against XLA's `cost_analysis()`: elementwise ops, reductions and norms are left out
+  here, and a convolution counts its whole kernel at every output position, as the
+  closed form does, where XLA leaves out the taps that fall on zero padding. On small
+  frames the second outweighs the first (the tiny U-Net: 1.10x XLA's count).
+  """
+  return _jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+
+
+def forward_flops(network: StageNetwork, params: Any, z_shape: tuple[int, ...],
+                  text_len: int) -> int:
+  """Matmul FLOPs of one forward pass of a stage's network (`jaxpr_flops`).
+
+  Args:
+    network: the stage's network (any registered denoiser).
+    params: its variables ({'params': ...}), arrays or ShapeDtypeStructs.
+    z_shape: the denoiser's input shape [B, T, H, W, C] (`network.network_shape` of
+      the videos: latents for a latent stage).
+    text_len: text tokens per example (ignored by a network without text).
+
+  Returns:
+    2 x the multiply-adds of every matmul and convolution of the call; a train step
+    costs about 3x this (the backward pass twice the forward).
+  """
+  z, logsnr, kw = network.abstract_inputs(tuple(z_shape), text_len or 1)
+  return jaxpr_flops(lambda p, z, l, kw: network.apply(p, z, l, **kw), params, z, logsnr, kw)
 
 
 def xla_cost(stage: Any) -> dict[str, float]:
@@ -250,72 +267,21 @@ def _compiled_stats(lowered, compile_start: float, compile: bool = True) -> dict
           "collectives": collective_traffic(compiled.as_text())}
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainSetup:
-  """A stage's train step on a mesh, as the trainer builds it, with abstract inputs.
-
-  `step` is the jitted step (shardings from the logical axis rules, state donated);
-  lower it on (abstract_state, batch, key) inside `nn.logical_axis_rules(rules)` and
-  `jax.set_mesh(mesh)`. `init_state()` materialises a fresh state directly sharded.
-  """
-  model: unet3d.UNet3D
-  shapes: dict[str, tuple]  # train_shapes(config, batch_size)
-  params_shape: Any  # unboxed ShapeDtypeStructs of the parameters
-  abstract_state: Any  # TrainState of sharded ShapeDtypeStructs
-  state_shardings: Any
-  batch: dict[str, jax.ShapeDtypeStruct]  # sharded over the batch axes
-  key: jax.ShapeDtypeStruct
-  rules: tuple[tuple[str, Any], ...]
-  step: Any
-  init_state: Any
-  text_len: int  # text tokens per example (0: no text)
-
-  @property
-  def param_count(self) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(self.params_shape))
-
-  def analytic_train_flops(self) -> int:
-    """3x the forward pass's matmul FLOPs (`analytic_forward_flops`) on the batch."""
-    return 3 * analytic_forward_flops(self.model, self.params_shape, self.shapes["video"][0],
-                                      self.text_len)
+def planned_network(config: ml_collections.ConfigDict) -> StageNetwork:
+  """The stage's network as the planner compiles it: a denoiser that chunks attention
+  queries on CPU only (`attn_query_chunk` < 0) plans unchunked, as TPUs and GPUs run it."""
+  network = StageNetwork.from_config(config)
+  if getattr(network.model, "attn_query_chunk", 0) < 0:
+    network = network.clone(attn_query_chunk=0)
+  return network
 
 
-def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int) -> TrainSetup:
-  """The trainer's recipe for `config`'s train step on `mesh`; nothing is allocated."""
-  rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes)  # hashable
-                for name, axes in config.mesh.rules)
-  model = unet3d.from_config(config.model)
-  if model.attn_query_chunk < 0:  # plan what accelerators run, not the CPU's chunked loop
-    model = model.clone(attn_query_chunk=0)
-  schedule = diffusion.schedule_from_config(config.diffusion)
-  shapes = train_shapes(config, batch_size)
-
-  def init_params():  # batch 1: the parameters do not depend on it
-    one = {k: jnp.zeros((1,) + s[1:], dt) for k, (s, dt) in shapes.items()}
-    kwargs = {k: v for k, v in step_lib.model_inputs(one).items() if k != "is_image"}
-    if "cond_video" in kwargs:
-      kwargs["aug_logsnr"] = jnp.zeros((1,))
-    return model.init(jax.random.PRNGKey(0), one["video"], jnp.zeros((1,)), **kwargs)
-
-  params_shape = jax.eval_shape(lambda: nn.meta.unbox(init_params()))
-  optim = ml_collections.ConfigDict(config.optim.to_dict())
-  optim.total_steps = optim.total_steps or config.train.num_steps
-  tx, lr_fn = step_lib.make_optimizer(optim, params_shape)
-  boxed = jax.eval_shape(lambda: step_lib.init_state(init_params(), tx))
-  state_shardings = sharding.logical_shardings(boxed, mesh, rules)
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      nn.meta.unbox(boxed), state_shardings)
-  batch = _abstract(shapes, mesh)
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
-  init_state = lambda: sharding.sharded_init(
-      lambda: step_lib.init_state(init_params(), tx), mesh, rules)[0]
-  train_step = step_lib.make_train_step(model, schedule, tx, config, lr_fn)
-  with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
-    step = jax.jit(train_step, in_shardings=(state_shardings, None, None),
-                   out_shardings=(state_shardings, None), donate_argnums=0)
-  return TrainSetup(model, shapes, params_shape, abstract_state, state_shardings, batch, key,
-                    rules, step, init_state, config.text.max_len if model.text_dim else 0)
+def analytic_train_flops(setup: TrainSetup) -> int:
+  """3x the denoiser's forward matmul FLOPs (`forward_flops`) on the training batch
+  (a latent stage's autoencoder is not counted)."""
+  network = setup.network
+  return 3 * forward_flops(network, setup.params_shape,
+                           network.network_shape(setup.shapes["video"][0]), setup.text_len)
 
 
 def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
@@ -372,13 +338,14 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
                      "frames.")
 
   mesh = sharding.make_mesh(shape, jax.devices()[:num_devices])
-  setup = train_setup(config, mesh, batch_size)
-  model, shapes = setup.model, setup.shapes
+  setup = train_setup(config, mesh, batch_size, network=planned_network(config))
+  network, shapes = setup.network, setup.shapes
   abstract_state, state_shardings, batch = setup.abstract_state, setup.state_shardings, setup.batch
 
   result: dict[str, Any] = {
       "name": name, "devices": num_devices, "mesh": shape, "batch_size": batch_size,
-      "video_shape": shapes["video"][0], "compute_dtype": str(jnp.dtype(model.dtype)),
+      "video_shape": shapes["video"][0],  # a denoiser without `dtype` computes in its inputs'
+      "compute_dtype": str(jnp.dtype(getattr(network.model, "dtype", None) or jnp.float32)),
       "param_count": setup.param_count,
       "per_device_bytes": {
           **{k: sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(
@@ -386,56 +353,50 @@ def plan(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int],
               getattr(state_shardings, k)))) for k in ("params", "opt_state", "ema_params")},
           "batch": sum(_shard_bytes(x, x.sharding) for x in batch.values())},
   }
-  result["analytic_train_flops"] = setup.analytic_train_flops()
+  result["analytic_train_flops"] = analytic_train_flops(setup)
 
   with nn.logical_axis_rules(setup.rules), jax.set_mesh(mesh):
     start = time.time()
     lowered = setup.step.lower(abstract_state, batch, setup.key)
     result["train"] = _compiled_stats(lowered, start, compile)
-    result["sampler"] = _plan_sampler(model, config, sample, batch_size, frame_chunk,
+    result["sampler"] = _plan_sampler(network, config, sample, batch_size, frame_chunk,
                                       abstract_state.ema_params, state_shardings.ema_params,
                                       mesh, compile) if compile_sampler else None
   return result
 
 
-def _plan_sampler(model, config, sample: SampleSettings, batch_size: int, frame_chunk: int,
-                  params, param_shardings, mesh, compile: bool = True) -> dict[str, Any]:
+def _plan_sampler(network: StageNetwork, config, sample: SampleSettings, batch_size: int,
+                  frame_chunk: int, params, param_shardings, mesh, compile: bool = True
+                  ) -> dict[str, Any]:
   """One denoiser call of the stage's sampler (guided: one network call on 2B)."""
-  d = config.data
-  t = frame_chunk or d.frames
-  shapes = {"z": ((batch_size, t, d.height, d.width, 3), jnp.float32),
-            "logsnr": ((batch_size,), jnp.float32)}
-  if d.kind == "ssr":
-    f = d.spatial_factor
-    shapes["cond_video"] = ((batch_size, t, d.height // f, d.width // f, 3), jnp.float32)
-  elif d.kind == "tsr":
-    shapes["cond_video"] = ((batch_size, t, d.height, d.width, 3), jnp.float32)
-    shapes["cond_mask"] = ((batch_size, t), jnp.float32)
-  if d.kind != "base":
-    shapes["aug_logsnr"] = ((batch_size,), jnp.float32)
-  if model.text_dim:
-    shapes["text"] = ((batch_size, config.text.max_len, model.text_dim), jnp.float32)
-    shapes["text_mask"] = ((batch_size, config.text.max_len), jnp.int32)
-  inputs = _abstract(shapes, mesh)
-  guided = bool(model.text_dim) and sample.guides
+  d, t = config.data, frame_chunk or config.data.frames
+  text_len = config.text.max_len if network.text_dim else 0
+  z, logsnr, cond = network.abstract_inputs(  # latents for a latent stage
+      network.network_shape((batch_size, t, d.height, d.width, network.video_channels)),
+      text_len or 1)
+  shard = lambda x: jax.ShapeDtypeStruct(  # noqa: E731
+      x.shape, x.dtype, sharding=sharding.batch_sharding(mesh, x.ndim))
+  z, logsnr, cond = shard(z), shard(logsnr), {k: shard(v) for k, v in cond.items()}
 
   def denoise(params, z, logsnr, cond):
-    fn = sample.guide(lambda z, logsnr, **c: model.apply(params, z, logsnr, **c),
-                      cond["text"].shape if model.text_dim else None)
+    fn = sample.guide(lambda z, logsnr, **c: network.apply(params, z, logsnr, **c),
+                      cond["text"].shape if network.text_dim else None)
     return fn(z, logsnr, **cond)
 
   start = time.time()
-  cond = {k: v for k, v in inputs.items() if k not in ("z", "logsnr")}
   lowered = jax.jit(denoise, in_shardings=(param_shardings, None, None, None),
-                    out_shardings=sharding.batch_sharding(mesh, 5)).lower(
-                        params, inputs["z"], inputs["logsnr"], cond)
+                    out_shardings=sharding.batch_sharding(mesh, z.ndim)).lower(
+                        params, z, logsnr, cond)
   stats = _compiled_stats(lowered, start, compile)
-  network_batch = sample.network_batch(batch_size, bool(model.text_dim))
+  network_batch = sample.network_batch(batch_size, bool(network.text_dim))
+  is_flow = config.diffusion.get("formulation", "vp") == "flow"  # its own samplers
+  calls = (flow if is_flow else samplers).network_calls(sample.sampler, sample.num_steps)
   stats.update(
-      network_batch=network_batch, guided=guided, frames_per_call=t,
-      calls_per_sample=(d.frames // t) * network_calls(sample.sampler, sample.num_steps),
-      analytic_flops=analytic_forward_flops(model, params, (network_batch,) + shapes["z"][0][1:],
-                                            config.text.max_len if model.text_dim else 0))
+      network_batch=network_batch, guided=bool(network.text_dim) and sample.guides,
+      frames_per_call=t,
+      calls_per_sample=(d.frames // t) * calls,
+      analytic_flops=forward_flops(network, params, (network_batch,) + z.shape[1:],
+                                   text_len))
   return stats
 
 
