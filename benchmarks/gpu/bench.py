@@ -44,7 +44,7 @@ import numpy as np
 from flax import linen as nn
 
 from videojax.nn import attention as attn_lib
-from videojax.nn.unet3d import from_config
+from videojax.nn.denoisers import build
 from videojax.runtime import enable_compilation_cache
 
 H100_PEAK_TFLOPS = 989.0  # dense bf16, H100 / H200 SXM datasheet
@@ -142,7 +142,7 @@ def unet_case(tiny: bool):
   z = jax.random.normal(next(k), (b, t, hw, hw, 3))
   text = jax.random.normal(next(k), (b, 12, 64))
   mask = jnp.ones((b, 12), jnp.int32).at[0, 5:].set(0)
-  make = lambda i, d: from_config(dict(fields, attention_impl=i, dtype=d))  # noqa: E731
+  make = lambda i, d: build(dict(fields, name="unet3d", attention_impl=i, dtype=d))  # noqa: E731
   return make, (z, jnp.zeros((b,))), dict(text=text, text_mask=mask)
 
 
