@@ -72,8 +72,7 @@ def stage_config(variant: str, *, arch: str, data: dict) -> ml_collections.Confi
   c.text.max_len = 128 if paper else 16  # tokens per caption
 
   c.diffusion = ml_collections.ConfigDict()
-  # 'vp' (variance-preserving diffusion: eps / x0 / v) or 'flow' (flow matching: velocity)
-  c.diffusion.formulation = "vp"
+  c.diffusion.formulation = "vp"  # 'vp' (eps / x0 / v diffusion) or 'flow' (flow matching)
   c.diffusion.schedule = "cosine"  # vp: log-SNR schedule (also noises conditioning videos)
   c.diffusion.logsnr_min = -20.0  # its clipped range
   c.diffusion.logsnr_max = 20.0  # (upper end)

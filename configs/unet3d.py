@@ -105,11 +105,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   fields, shape, paper = _VARIANTS[variant]
   c = ml_collections.ConfigDict()
   c.variant = variant  # which architecture this is
-  # The denoiser (videojax/nn/denoisers.py) and its fields (videojax/nn/unet3d.py).
-  c.model = ml_collections.ConfigDict({"name": "unet3d", **fields})
+  c.model = ml_collections.ConfigDict({"name": "unet3d", **fields})  # denoiser + its fields
   c.input = shape  # (T, H, W, C) of the stage's output video
-  # the stage kind it serves (what it conditions on; a stage config's data.kind)
-  c.kind = "ssr" if "ssr" in variant else "tsr" if "tsr" in variant else "base"
+  kind = "ssr" if "ssr" in variant else "tsr" if "tsr" in variant else "base"
+  c.kind = kind  # the stage kind it serves (what it conditions on: a stage's data.kind)
   c.text_len = 128 if variant.startswith("iv_") else 16  # text tokens per caption
   c.paper_params = paper  # the paper's parameter count for this stage, if it gives one
   return c

@@ -390,3 +390,21 @@ def test_example_samples_through_the_stage_sampler(trained_example):
   assert video.shape == shape
   assert np.all(np.isfinite(video)) and video.min() >= -1.0 and video.max() <= 1.0
   assert _max_diff(video[0], video[1]) > 0.1
+
+
+def test_image_examples_need_a_denoiser_that_supports_them(monkeypatch):
+  """Joint image-video training is refused before any compute for a denoiser without
+  SUPPORTS_IMAGES, and such a denoiser is never handed `is_image`."""
+  from videojax.nn.unet3d import UNet3D
+
+  monkeypatch.setattr(UNet3D, "SUPPORTS_IMAGES", False)
+  config = base_configs.get_config("tiny")
+  config.data.image_fraction = 0.5
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  with pytest.raises(ValueError, match=r"image_fraction=0.5 .* does not support is_image"):
+    train_setup(config, mesh)
+  seen = {}
+  monkeypatch.setattr(UNet3D, "apply", lambda self, v, z, l, **kw: seen.update(kw) or z)
+  StageNetwork(denoisers.build(config.model)).apply({}, jnp.zeros((1, 4, 8, 8, 3)),
+                                                    jnp.zeros((1,)), is_image=jnp.ones(1, bool))
+  assert seen["is_image"] is None

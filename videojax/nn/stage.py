@@ -113,6 +113,8 @@ class StageNetwork:
     if cond is not None and aug_logsnr is None:
       raise ValueError(f"A '{self.kind}' stage needs aug_logsnr [B] with its cond_video "
                        "(the conditioning augmentation level).")
+    if not getattr(self.model, "SUPPORTS_IMAGES", False):
+      is_image = None  # the contract: only a denoiser that declares it reads is_image
     kw = dict(text=text, text_mask=text_mask, cond=cond,
               aug_logsnr=aug_logsnr if cond is not None else None, is_image=is_image,
               train=train)

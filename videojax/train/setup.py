@@ -101,6 +101,10 @@ def train_setup(config: ml_collections.ConfigDict, mesh, batch_size: int | None 
   batch_size = int(batch_size or config.data.batch_size)
   rules = rules_of(config)
   network = network or StageNetwork.from_config(config)
+  if config.data.get("image_fraction", 0.0) and not network.model.SUPPORTS_IMAGES:
+    raise ValueError(f"data.image_fraction={config.data.image_fraction} trains images "
+                     f"jointly, but the {config.model.name} denoiser does not support "
+                     "is_image examples (SUPPORTS_IMAGES); set it to 0.")
   schedule = diffusion.schedule_from_config(config.diffusion)
   shapes = batch_shapes(config, network, batch_size)
   text_len = config.text.max_len if network.text_dim else 0
