@@ -31,6 +31,7 @@ import numpy as np
 
 from videojax.diffusion.losses import masked_mean
 from videojax.diffusion.parameterization import expand_to
+from videojax.diffusion.samplers import check_output_shape
 
 Array = jax.Array
 
@@ -282,12 +283,7 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *, sampler: str = "eu
     logsnr = logsnr_from_time(t, logsnr_min, logsnr_max)
     return denoise_fn(z, jnp.broadcast_to(logsnr, (batch,)), **cond)
 
-  out = jax.eval_shape(call, z0, grid[0])
-  if getattr(out, "shape", None) != z0.shape:
-    raise ValueError(
-        f"denoise_fn must return a velocity of the input's shape {z0.shape}, got "
-        f"{getattr(out, 'shape', type(out).__name__)}; check the model's output channels "
-        "and the conditioning shapes.")
+  check_output_shape(call, z0, grid[0], "a velocity")
 
   def velocity(z, t):  # only called at t > 0, where x0 -> v divides by t
     v = call(z, t).astype(jnp.float32)

@@ -106,6 +106,18 @@ def _check_grid(grid: Any, num_steps: int | None, spacing: str | None,
   return grid
 
 
+def check_output_shape(call: Callable[[Array, Array], Any], z0: Array, level: Array,
+                       what: str = "a prediction") -> None:
+  """ValueError unless `call(z0, level)` returns an array of z0's shape (checked on
+  abstract shapes: before anything is compiled)."""
+  out = jax.eval_shape(call, z0, level)
+  if getattr(out, "shape", None) != z0.shape:
+    raise ValueError(
+        f"denoise_fn must return {what} of the input's shape {z0.shape}, got "
+        f"{getattr(out, 'shape', type(out).__name__)}; check the model's output channels "
+        "and the conditioning shapes.")
+
+
 def sample(denoise_fn: Callable[..., Array], noise: Array, *,
            schedule: Schedule | None = None, sampler: str = "ddim",
            num_steps: int | None = None, spacing: str | None = None,
@@ -176,12 +188,7 @@ def sample(denoise_fn: Callable[..., Array], noise: Array, *,
   def call(z, logsnr):
     return denoise_fn(z, jnp.broadcast_to(logsnr, (batch,)), **cond)
 
-  out = jax.eval_shape(call, z0, grid[0])
-  if getattr(out, "shape", None) != z0.shape:
-    raise ValueError(
-        f"denoise_fn must return a prediction of the input's shape {z0.shape}, got "
-        f"{getattr(out, 'shape', type(out).__name__)}; check the model's output channels "
-        "and the conditioning shapes.")
+  check_output_shape(call, z0, grid[0])
 
   def predict_x0(z, logsnr):
     x0 = convert(call(z, logsnr).astype(jnp.float32), parameterization, "x0", z, logsnr)
